@@ -1,0 +1,13 @@
+"""minimaml: a small, exact and fast from-scratch MAML in NumPy.
+
+The engine's ops and transforms live at the top level, NumPy- and JAX-style:
+`minimaml.tanh`, `minimaml.sum(x, axis=0)`, `minimaml.grad(f)`, `minimaml.hessian(f)`, ...
+"""
+__version__ = "0.1.0"
+
+from .autodiff import (  # noqa: F401,E402
+    Tensor, add, check_grads, concatenate, cos, divide, exp, grad, hessian, hvp, jacobian, jvp, log, log_softmax, logsumexp,
+    matmul, maximum, mean, multiply, negative, power, relu, reshape, sigmoid, sin, softmax, sqrt, stack,
+    subtract, sum, swapaxes, tanh, transpose, value_and_grad, vjp, where,
+)
+from .maml import adapt, inner_matrices, meta_value_and_grad  # noqa: F401,E402
