@@ -2,12 +2,18 @@
 
 The engine's ops and transforms live at the top level, NumPy- and JAX-style:
 `minimaml.tanh`, `minimaml.sum(x, axis=0)`, `minimaml.grad(f)`, `minimaml.hessian(f)`, ...
+and so do the model, the tasks and MAML itself: `minimaml.MLP`, `minimaml.Sinusoid`,
+`minimaml.meta_value_and_grad`, `minimaml.load_checkpoint`.
 """
 __version__ = "0.1.0"
 
 from .autodiff import (  # noqa: F401,E402
-    Tensor, add, check_grads, concatenate, cos, divide, exp, grad, hessian, hvp, jacobian, jvp, log, log_softmax, logsumexp,
-    matmul, maximum, mean, multiply, negative, power, relu, reshape, sigmoid, sin, softmax, sqrt, stack,
-    subtract, sum, swapaxes, tanh, transpose, value_and_grad, vjp, where,
+    Tensor, add, check_grads, concatenate, cos, divide, exp, grad, hessian, hvp, jacobian, jvp, log,
+    log_softmax, logsumexp, matmul, maximum, mean, multiply, negative, numerical_grad, power, relu, reshape,
+    sigmoid, sin, softmax, sqrt, stack, subtract, sum, swapaxes, tanh, transpose, value_and_grad, vjp, where,
 )
+from .mlp import MLP, mse  # noqa: F401,E402
+from .tasks import LinearRegression, Sinusoid, TaskBatch  # noqa: F401,E402
 from .maml import adapt, inner_matrices, meta_value_and_grad  # noqa: F401,E402
+from .optim import SGD, Adam  # noqa: F401,E402
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401,E402

@@ -278,7 +278,7 @@ def getitem(x, index):
 def index_add(g, index, shape):
     """A zero array of `shape` with g added at x[index] (repeated indices accumulate): getitem's adjoint."""
     out = array_module(g).zeros(shape, dtype=g.dtype)
-    np.add.at(out, index, g)
+    array_module(g).add.at(out, index, g)
     return out
 
 

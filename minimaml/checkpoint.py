@@ -1,0 +1,173 @@
+"""Checkpoints: one ``.npz`` file holding everything a run needs to be used or resumed.
+
+Layout (every entry a plain array, so ``np.load(path, allow_pickle=False)`` reads it)::
+
+    format            "minimaml-checkpoint"      tag that tells our files from foreign .npz
+    version           1
+    theta             (P,)   the flat parameter vector, in its training dtype
+    sizes             (L+1,) MLP layer sizes, e.g. [1, 40, 40, 1]
+    activation        "relu" | "tanh"
+    config            JSON text of the run's configuration (a dict)
+    iteration         number of completed meta-updates
+    history           (N, 2) rows (iteration, mean meta-loss over the last log period)
+    rng_state         JSON text of the task sampler's numpy bit-generator state
+    optimizer         JSON text of the optimizer's scalar state (name, lr, t, ...)
+    optimizer/<key>   the optimizer's array state (Adam's m and v)
+
+Writes are atomic: the file is written to a temporary name in the same directory and moved
+over the old one with ``os.replace``, so a crash (or a diverging run) never leaves a
+half-written checkpoint, and the last good one stays readable.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "minimaml-checkpoint"
+VERSION = 1
+_REQUIRED = ("format", "version", "theta", "sizes", "activation", "config", "iteration")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable minimaml checkpoint (corrupt, foreign, wrong version)."""
+
+
+def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0, history=None,
+                    rng_state=None):
+    """Write a checkpoint atomically to ``path`` (a ``.npz`` file; parent folders are created).
+
+    ``config`` is a dict (or a dataclass such as ``TrainConfig``) of JSON-able values;
+    ``optimizer_state`` is ``optimizer.state_dict()``; ``rng_state`` is
+    ``rng.bit_generator.state``. ``theta`` may be a CuPy array (it is copied to the host).
+    """
+    path = os.fspath(path)
+    if hasattr(config, "__dataclass_fields__"):
+        from dataclasses import asdict
+        config = asdict(config)
+    theta = _to_host(theta)
+    if theta.ndim != 1 or theta.shape[0] != net.num_params:
+        raise ValueError(f"theta must have shape ({net.num_params},) for MLP sizes {list(net.sizes)}, "
+                         f"got {theta.shape}")
+    history = np.zeros((0, 2)) if history is None or len(history) == 0 else np.asarray(history, float)
+    arrays = {
+        "format": np.array(FORMAT),
+        "version": np.array(VERSION),
+        "theta": theta,
+        "sizes": np.asarray(net.sizes, dtype=np.int64),
+        "activation": np.array(net.activation),
+        "config": np.array(json.dumps(config, sort_keys=True, default=_json_scalar)),
+        "iteration": np.array(int(iteration)),
+        "history": history.reshape(-1, 2),
+        "rng_state": np.array(json.dumps(rng_state)),
+    }
+    if optimizer_state is not None:
+        scalars = {}
+        for key, value in optimizer_state.items():
+            if value is not None and np.ndim(_to_host(value)) > 0:
+                arrays[f"optimizer/{key}"] = _to_host(value)
+            else:
+                scalars[key] = value
+        arrays["optimizer"] = np.array(json.dumps(scalars, default=_json_scalar))
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_checkpoint(path):
+    """Load everything a checkpoint holds, for resuming or inspection.
+
+    Returns a dict with ``net`` (an ``MLP``), ``theta``, ``config`` (dict), ``iteration``,
+    ``history`` (N, 2), ``rng_state`` (dict or None) and ``optimizer_state`` (dict or None).
+    Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` for a file that
+    is not a readable minimaml checkpoint, both naming the path and the problem.
+    """
+    from .mlp import MLP
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a .npz file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path!r} is not a readable .npz file "
+                              f"(corrupt or truncated?): {type(e).__name__}: {e}") from None
+
+    if "format" not in arrays or str(arrays["format"]) != FORMAT:
+        found = str(arrays["format"]) if "format" in arrays else "no 'format' entry"
+        raise CheckpointError(f"{path!r} is not a minimaml checkpoint (format tag: {found}; "
+                              f"entries: {sorted(arrays)[:8]})")
+    missing = [key for key in _REQUIRED if key not in arrays]
+    if missing:
+        raise CheckpointError(f"checkpoint {path!r} is incomplete: missing {missing}")
+    version = int(arrays["version"])
+    if version != VERSION:
+        raise CheckpointError(f"checkpoint {path!r} has format version {version}; "
+                              f"this minimaml reads version {VERSION}")
+    try:
+        net = MLP([int(s) for s in arrays["sizes"]], activation=str(arrays["activation"]))
+        config = json.loads(str(arrays["config"]))
+        rng_state = json.loads(str(arrays["rng_state"])) if "rng_state" in arrays else None
+        optimizer_state = None
+        if "optimizer" in arrays:
+            optimizer_state = json.loads(str(arrays["optimizer"]))
+            for key in arrays:
+                if key.startswith("optimizer/"):
+                    optimizer_state[key[len("optimizer/"):]] = arrays[key]
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path!r} has an invalid entry: {e}") from None
+    theta = arrays["theta"]
+    if theta.shape != (net.num_params,):
+        raise CheckpointError(f"checkpoint {path!r}: theta has shape {theta.shape} but MLP sizes "
+                              f"{list(net.sizes)} need ({net.num_params},)")
+    return {
+        "net": net,
+        "theta": theta,
+        "config": config,
+        "iteration": int(arrays["iteration"]),
+        "history": arrays.get("history", np.zeros((0, 2))),
+        "rng_state": rng_state,
+        "optimizer_state": optimizer_state,
+    }
+
+
+def load_checkpoint(path):
+    """``(net, theta, config)`` from a checkpoint: the model, its flat parameters (P,) and the
+    run's configuration dict. See ``read_checkpoint`` for the full contents."""
+    ckpt = read_checkpoint(path)
+    return ckpt["net"], ckpt["theta"], ckpt["config"]
+
+
+def _to_host(a):
+    # CuPy arrays expose .get(); everything else goes through np.asarray.
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def _json_scalar(x):
+    # NumPy scalars (np.float32(1e-3), np.int64(5)) are not JSON-serialisable by default.
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"cannot store {x!r} of type {type(x).__name__} in a checkpoint's JSON entries")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

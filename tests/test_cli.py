@@ -1,0 +1,103 @@
+"""The command line: train -> eval -> plot on a tiny run, and clean errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minimaml import __version__
+from minimaml.checkpoint import read_checkpoint
+from minimaml.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--iterations", "30", "--log-every", "10", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+    assert main([]) == 0
+    assert "train" in capsys.readouterr().out
+
+
+def test_python_dash_m_is_the_same_command():
+    done = subprocess.run([sys.executable, "-m", "minimaml", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"minimaml {__version__}"
+
+
+def test_train_writes_checkpoint_baseline_and_figure(run_dir):
+    ckpt = read_checkpoint(run_dir / "checkpoint.npz")
+    assert ckpt["iteration"] == 30 and ckpt["config"]["model"] == "maml"
+    assert ckpt["net"].sizes == [1, 40, 40, 1] and ckpt["config"]["inner_lr"] == 0.01
+    assert read_checkpoint(run_dir / "pretrained.npz")["config"]["model"] == "pretrained"
+    assert (run_dir / "figure.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_train_resume_extends_the_run(run_dir, tmp_path):
+    import shutil
+    out = tmp_path / "r"
+    shutil.copytree(run_dir, out)
+    assert main(["train", "--resume", "--iterations", "40", "--out", str(out), "--quiet", "--no-baseline"]) == 0
+    assert read_checkpoint(out / "checkpoint.npz")["iteration"] == 40
+
+
+def test_eval_prints_both_models_and_is_reproducible(run_dir, capsys, tmp_path):
+    args = ["eval", str(run_dir / "checkpoint.npz"), "--tasks", "20", "--k", "5", "--steps", "0,1,10"]
+    assert main(args + ["--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "20 test sinusoids" in out and "K=5" in out
+    assert "MAML" in out and "pretrained" in out and "diverged" in out
+    assert main(args + ["--json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["results"] == b["results"]
+    assert [s["steps"] for s in a["results"]["MAML"]] == [0, 1, 10]
+
+
+def test_eval_sharpness_reports_lambda_max_against_2_over_alpha(run_dir, capsys, tmp_path):
+    args = ["eval", str(run_dir / "checkpoint.npz"), "--tasks", "8", "--no-baseline", "--sharpness", "8",
+            "--inner-lr", "0.02", "--json", str(tmp_path / "s.json")]
+    assert main(args) == 0
+    assert "2/alpha = 100" in capsys.readouterr().out
+    sharp = json.loads((tmp_path / "s.json").read_text())["sharpness"]
+    assert len(sharp["lambda_max"]) == 8 and sharp["limit"] == 100
+    assert all(lam > 0 for lam in sharp["lambda_max"])
+
+
+def test_plot_writes_a_png(run_dir, tmp_path, capsys):
+    png = tmp_path / "fig.png"
+    assert main(["plot", str(run_dir / "checkpoint.npz"), "--out", str(png), "--k", "5"]) == 0
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--iterations", "-5"],
+    ["train", "--inner-lr", "0"],
+    ["train", "--method", "magic"],
+    ["eval", "x.npz", "--steps", "a,b"],
+    ["frobnicate"],
+])
+def test_bad_arguments_exit_with_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_user_errors_print_one_line_without_traceback(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "missing.npz" in err and "does not exist" in err and "Traceback" not in err
+    np.savez(tmp_path / "foreign.npz", a=np.ones(2))
+    assert main(["plot", str(tmp_path / "foreign.npz")]) == 1
+    assert "not a minimaml checkpoint" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(tmp_path / "none"), "--quiet"]) == 1
+    assert "no checkpoint" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""Evaluation: a fixed seeded protocol, honest summaries (CI, median, diverged count), and the
+step-size stability rule λ_max < 2/α that explains the "known trap"."""
+
+import math
+
+import numpy as np
+import pytest
+
+from minimaml.evaluate import Protocol, evaluate, finetune_curves, sharpness, summarize, protocol_tasks
+from minimaml.mlp import MLP
+from minimaml.tasks import LinearRegression
+
+
+def test_protocol_tasks_are_fixed_by_the_seed():
+    p = Protocol(num_tasks=7, k=5, num_query=30)
+    xs, ys, xq, yq, params = protocol_tasks(p)
+    assert xs.shape == ys.shape == (7, 5, 1) and xq.shape == yq.shape == (7, 30, 1)
+    np.testing.assert_array_equal(xq[3, :, 0], np.linspace(-5, 5, 30))
+    np.testing.assert_allclose(yq, params["amplitude"][:, None, None] * np.sin(xq - params["phase"][:, None, None]))
+    again = protocol_tasks(Protocol(num_tasks=7, k=5, num_query=30))
+    np.testing.assert_array_equal(again[0], xs)
+    other = protocol_tasks(Protocol(num_tasks=7, k=5, num_query=30, seed=1))
+    assert not np.array_equal(other[0], xs)
+
+
+def test_evaluate_is_reproducible_from_the_seed():
+    net = MLP([1, 20, 20, 1])
+    theta = net.init(0)
+    p = Protocol(num_tasks=50, k=5, steps=(0, 1, 3))
+    a, b = evaluate(net, theta, p), evaluate(net, theta, p)
+    assert [vars(s) for s in a] == [vars(s) for s in b]
+    c = evaluate(net, theta, Protocol(num_tasks=50, k=5, steps=(0, 1, 3), seed=5))
+    assert a[1].mean != c[1].mean
+    assert [s.steps for s in a] == [0, 1, 3] and all(s.num_tasks == 50 for s in a)
+    assert a[2].mean < a[0].mean                     # a few small steps help on average
+
+
+def test_summarize_reports_mean_ci_median_and_diverged():
+    curves = np.array([[1.0, 0.5, 0.25],
+                       [2.0, 1.0, 30.0],             # > 10x its start: diverged at step 2
+                       [4.0, 2.0, np.inf],           # non-finite: diverged
+                       [3.0, 1.5, 1.0]])
+    s0, s1, s2 = summarize(curves, (0, 1, 2))
+    assert s0.mean == 2.5 and s0.diverged == 0
+    assert s1.mean == 1.25 and s1.median == 1.25 and s1.diverged == 0
+    assert math.isclose(s1.ci95, 1.96 * np.std([0.5, 1.0, 2.0, 1.5], ddof=1) / 2)
+    assert s2.mean == math.inf and s2.diverged == 2 and s2.median == 15.5
+
+
+def test_gradient_descent_diverges_exactly_when_lambda_max_exceeds_2_over_alpha():
+    # A linear model on linear tasks: the support-loss Hessian is the constant 2/K X̃ᵀX̃, so
+    # gradient descent with step α converges iff α < 2/λ_max — the rule behind the MAML trap.
+    net = MLP([2, 1])
+    batch = LinearRegression(dim=2).sample(4, 8, 8, np.random.default_rng(0))
+    theta = net.init(0)
+    lam = sharpness(net, theta, batch.xs, batch.ys, exact=True)
+    power = sharpness(net, theta, batch.xs, batch.ys, iterations=300)
+    for t in range(4):
+        X = np.concatenate([batch.xs[t], np.ones((8, 1))], axis=1)
+        assert math.isclose(lam[t], np.linalg.eigvalsh(2 / 8 * X.T @ X)[-1], rel_tol=1e-10)
+    np.testing.assert_allclose(power, lam, rtol=1e-8)
+    alpha_crit = 2 / lam                                          # per task
+    stable = finetune_curves(net, theta, batch.xs, batch.ys, batch.xq, batch.yq, 0.9 * alpha_crit.min(), 200)
+    unstable = finetune_curves(net, theta, batch.xs, batch.ys, batch.xq, batch.yq, 1.1 * alpha_crit.max(), 200)
+    assert np.all(stable[:, -1] < stable[:, 0])
+    assert all(s.diverged == 4 for s in summarize(unstable, (200,)))
+    assert summarize(stable, (200,))[0].diverged == 0
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(num_tasks=0), "num_tasks must be"),
+    (dict(steps=()), "steps must be"),
+    (dict(steps=(0, -1)), "steps must be"),
+    (dict(inner_lr=-0.1), "inner_lr must be > 0"),
+])
+def test_bad_protocol_is_a_clear_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        Protocol(**bad)

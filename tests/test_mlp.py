@@ -1,0 +1,120 @@
+"""MLP: flat-θ layout, forward pass, batching over tasks, engine Tensors, init, errors."""
+
+import numpy as np
+import pytest
+
+import minimaml
+from minimaml.mlp import MLP, mse
+
+
+def manual_net(layers, x, act):
+    """Reference forward pass from explicit (W, b) pairs."""
+    h = x
+    for l, (W, b) in enumerate(layers):
+        h = h @ W + b
+        if l < len(layers) - 1:
+            h = np.maximum(h, 0) if act == "relu" else np.tanh(h)
+    return h
+
+
+def test_num_params_of_the_paper_network():
+    assert MLP([1, 40, 40, 1]).num_params == 1 * 40 + 40 + 40 * 40 + 40 + 40 * 1 + 1 == 1761
+
+
+def test_flat_layout_is_W0_b0_W1_b1_in_C_order():
+    net = MLP([2, 3, 1])
+    theta = np.arange(net.num_params, dtype=float)
+    (W0, b0), (W1, b1) = net.unflatten(theta)
+    np.testing.assert_array_equal(W0, np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(b0, [6.0, 7.0, 8.0])
+    np.testing.assert_array_equal(W1, [[9.0], [10.0], [11.0]])
+    np.testing.assert_array_equal(b1, [12.0])
+    np.testing.assert_array_equal(net.flatten(net.unflatten(theta)), theta)
+
+
+def test_unflatten_returns_views():
+    net = MLP([2, 3, 1])
+    theta = np.zeros(net.num_params)
+    (W0, _), (_, b1) = net.unflatten(theta)
+    W0[1, 2] = 5.0
+    b1[0] = 7.0
+    assert theta[5] == 5.0 and theta[-1] == 7.0
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_forward_matches_explicit_layers(act):
+    net = MLP([3, 4, 5, 2], activation=act)
+    theta = net.init(seed=1)
+    x = np.random.default_rng(0).standard_normal((7, 3))
+    np.testing.assert_allclose(net(theta, x), manual_net(net.unflatten(theta), x, act), rtol=1e-13)
+
+
+def test_batched_over_tasks_equals_per_task_loop():
+    net = MLP([1, 6, 6, 1], activation="tanh")
+    rng = np.random.default_rng(0)
+    thetas = np.stack([net.init(seed=s) for s in range(4)])         # (T, P)
+    x = rng.uniform(-5, 5, size=(4, 9, 1))                          # (T, N, 1)
+    out = net(thetas, x)
+    assert out.shape == (4, 9, 1)
+    for t in range(4):
+        np.testing.assert_allclose(out[t], net(thetas[t], x[t]), rtol=1e-13)
+    # A shared θ broadcasts over a stack of tasks too.
+    np.testing.assert_allclose(net(thetas[0], x)[2], net(thetas[0], x[2]), rtol=1e-13)
+
+
+def test_runs_on_engine_tensors_and_differentiates():
+    net = MLP([1, 5, 1], activation="tanh")
+    theta = net.init(seed=0)
+    x = np.linspace(-2, 2, 6)[:, None]
+    y = np.sin(x)
+    g = minimaml.grad(lambda th: mse(net(th, x), y))(theta)
+    eps = 1e-6
+    fd = np.array([(mse(net(theta + eps * e, x), y) - mse(net(theta - eps * e, x), y)) / (2 * eps)
+                   for e in np.eye(net.num_params)])
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
+
+
+def test_init_is_seeded_and_bounded():
+    net = MLP([1, 40, 40, 1])
+    a, b, c = net.init(seed=3), net.init(seed=3), net.init(seed=4)
+    assert a.shape == (1761,) and a.dtype == np.float64
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    for (W, bias), fan_in in zip(net.unflatten(a), net.sizes[:-1]):
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(W).max() <= bound and np.abs(bias).max() <= bound
+        assert np.abs(W).max() > 0.5 * bound                       # not a degenerate tiny init
+    (_, b0), _, _ = net.unflatten(a)
+    assert np.ptp(b0) > 0.5                                       # first-layer kinks spread out
+
+
+def test_mse_mean_over_points_and_outputs_batched():
+    pred = np.arange(12.0).reshape(2, 3, 2)
+    y = np.zeros((2, 3, 2))
+    np.testing.assert_allclose(mse(pred, y), [np.mean(np.arange(6.0) ** 2), np.mean(np.arange(6.0, 12) ** 2)])
+    assert mse(pred[0], y[0]) == pytest.approx(np.mean(np.arange(6.0) ** 2))
+    with pytest.raises(ValueError, match=r"\(2, 3, 2\).*\(2, 3\)"):
+        mse(pred, y[..., 0])
+
+
+@pytest.mark.parametrize("sizes", [[1], [], [1, 0, 1], [1, 2.5, 1], [1, -3], "12", [True, 2]])
+def test_bad_sizes(sizes):
+    with pytest.raises(ValueError, match="sizes"):
+        MLP(sizes)
+
+
+def test_bad_activation_names_it():
+    with pytest.raises(ValueError, match="'sigmoid'"):
+        MLP([1, 2, 1], activation="sigmoid")
+
+
+def test_bad_theta_and_x_shapes():
+    net = MLP([2, 3, 1])
+    with pytest.raises(ValueError, match=r"P = 13.*\(12,\)"):
+        net(np.zeros(12), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"last dimension 2.*\(4, 3\)"):
+        net(np.zeros(13), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"batched theta \(3, 13\).*\(2, 4, 2\)"):
+        net(np.zeros((3, 13)), np.zeros((2, 4, 2)))
+    with pytest.raises(ValueError, match="expected 2"):
+        net.flatten(net.unflatten(np.zeros(13))[:1])
