@@ -9,9 +9,9 @@ Setup of the MAML paper's sinusoid experiment: T = 25 tasks, K = 10 support and 
 Methods are rows of a table ``name -> make(net, theta, batch, steps, first_order) -> step``; a
 ``make`` returns None where the method has no such variant. Timing: after warm-up, the methods of
 one setting take turns (round robin, ~0.1 s each) so that load from other processes hits them
-alike; each figure is the median over rounds of the mean time per call within a round. Routes
-slower than 0.5 s per call (the engine-based "hessian" and "autodiff" teaching routes) are timed
-by one call.
+alike; each figure is the median of all the individually timed calls (robust to the process
+being descheduled now and then on a loaded machine). Routes slower than 0.5 s per call (the
+engine-based "hessian" teaching route) are timed by one call after the warm-up.
 """
 
 import argparse
@@ -98,26 +98,25 @@ def methods(selected=None):
 
 
 def time_round_robin(fns, rounds, budget_s=0.1, slow_s=0.5):
-    """{name: ms per call}. Each round times every fn for ~budget_s (at least one call); a fn
-    whose first call takes over slow_s (the teaching routes) is timed by that one call only."""
+    """{name: median ms per call}. Each round runs every fn for ~budget_s (at least one call); a fn
+    whose second call (after a warm-up call) takes over slow_s is timed by that call only."""
     calls, times = {}, {}
-    for name, fn in fns.items():                 # warm-up (JAX compiles here) and calibration
+    for name, fn in fns.items():
+        fn()                                      # warm-up: JAX compiles here
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
         if dt > slow_s:
             times[name] = [dt]
-            continue
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        calls[name], times[name] = max(1, int(budget_s / max(dt, 1e-6))), []
+        else:
+            calls[name], times[name] = max(1, int(budget_s / max(dt, 1e-6))), []
     for _ in range(rounds):
         for name in calls:
-            t0 = time.perf_counter()
+            fn = fns[name]
             for _ in range(calls[name]):
-                fns[name]()
-            times[name].append((time.perf_counter() - t0) / calls[name])
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
@@ -127,11 +126,12 @@ def main(argv=None):
     p.add_argument("--methods", nargs="*", default=None, help="subset of method names")
     p.add_argument("--steps", type=int, nargs="*", default=[1, 5])
     p.add_argument("--dtypes", nargs="*", default=["float64", "float32"])
+    p.add_argument("--skip-slow", action="store_true", help='leave out the "hessian" method')
     args = p.parse_args(argv)
 
     net = MLP(SIZES, ACTIVATION)
     batch = Sinusoid().sample(T, K, K, rng=0)
-    table = methods(args.methods)
+    table = [(n, m) for n, m in methods(args.methods) if not (args.skip_slow and n == "hessian")]
     peer_names = [n for n, _ in table if n in peers.META_STEPS]
     print(f"meta-step = meta-gradient + Adam; T={T}, K={K}, {SIZES} {ACTIVATION}, alpha={INNER_LR}; "
           f"{os.cpu_count()} CPUs; numpy {np.__version__}; peers: {', '.join(peer_names) or 'none'}")

@@ -111,6 +111,10 @@ def make_jax_hessian(sizes, activation, theta, x, y):
 # ------------------------------------------------------------------------------------------
 def _torch_functions(sizes, activation):
     import torch
+    # One intra-op thread: on the shared 2-core machine PyTorch's default (2 OpenMP threads)
+    # made these tiny ops ~100x slower (spin-waiting threads, 700 ms instead of 6 ms per
+    # meta-step), and its spinning workers slowed whatever ran next in the same process.
+    torch.set_num_threads(1)
     layout = _layout(sizes)
     act = torch.relu if activation == "relu" else torch.tanh
 

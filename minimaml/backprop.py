@@ -77,7 +77,7 @@ def _blocks(net, theta):
 
 def _mT(a):
     """Matrix transpose of the last two axes (a view)."""
-    return np.swapaxes(a, -1, -2)
+    return a.swapaxes(-1, -2)
 
 
 def _with_ones(shape, dtype):
@@ -354,15 +354,15 @@ def _check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps):
     arrays = {name: np.asarray(a, dtype=theta.dtype)
               for name, a in (("xs", xs), ("ys", ys), ("xq", xq), ("yq", yq))}
     n_in, n_out = net.sizes[0], net.sizes[-1]
-    shapes = ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
+    shapes = lambda: ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
     for name, a in arrays.items():
         size = n_in if name.startswith("x") else n_out
         if a.ndim != 3 or a.shape[-1] != size:
-            raise ValueError(f"{name} must have shape (T, K, {size}) for {net!r}; got {shapes}")
+            raise ValueError(f"{name} must have shape (T, K, {size}) for {net!r}; got {shapes()}")
     if len({a.shape[0] for a in arrays.values()}) != 1:
-        raise ValueError(f"xs, ys, xq, yq must hold the same number of tasks T; got {shapes}")
+        raise ValueError(f"xs, ys, xq, yq must hold the same number of tasks T; got {shapes()}")
     if arrays["xs"].shape[1] != arrays["ys"].shape[1] or arrays["xq"].shape[1] != arrays["yq"].shape[1]:
-        raise ValueError(f"x and y must have the same number of points K; got {shapes}")
+        raise ValueError(f"x and y must have the same number of points K; got {shapes()}")
     if (not isinstance(inner_lr, numbers.Real) or isinstance(inner_lr, bool)
             or not np.isfinite(inner_lr) or inner_lr <= 0):
         raise ValueError(f"inner_lr must be a finite number > 0, got {inner_lr!r}")

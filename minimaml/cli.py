@@ -13,6 +13,8 @@ import sys
 import time
 
 from . import __version__
+from .checkpoint import CheckpointError
+from .train import ConfigError, DeviceUnavailable, TrainingDiverged
 
 DEFAULT_OUT = os.path.join("runs", "sinusoid")
 
@@ -102,7 +104,7 @@ def build_parser():
                        "report the query MSE (mean ± 95% CI, median, diverged tasks) after each number "
                        "of gradient steps, for MAML and the pretrained baseline. The paper's Table 2 "
                        "protocol: --tasks 600 --k 5.")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a checkpoint.npz, or the run folder holding one")
     e.add_argument("--tasks", type=_positive_int, default=1000, help="test tasks (default 1000)")
     e.add_argument("--k", type=_positive_int, default=10, help="support points per task (default 10)")
     e.add_argument("--query-points", type=_positive_int, default=100,
@@ -112,6 +114,9 @@ def build_parser():
     e.add_argument("--inner-lr", type=_positive_float,
                    help="fine-tuning step size α (default: the checkpoint's training inner_lr)")
     e.add_argument("--seed", type=int, default=2017, help="test-set seed (default 2017)")
+    e.add_argument("--backtrack", action="store_true",
+                   help="safeguarded fine-tuning (not the paper's): reject a step that raises a task's "
+                        "support loss and halve that task's step size, so no task diverges")
     e.add_argument("--no-baseline", action="store_true", help="evaluate the checkpoint only")
     e.add_argument("--sharpness", type=_nonneg_int, default=0, metavar="N",
                    help="also compute λ_max of the support-loss Hessian for the first N test tasks")
@@ -120,7 +125,7 @@ def build_parser():
     p = sub.add_parser("plot", help="Figure 2: a test task before and after fine-tuning",
                        description="Draw a test sinusoid, its K support points and the predictions "
                        "before and after 1 and 10 fine-tuning steps, for MAML and the pretrained baseline.")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint.npz, or the run folder holding one")
     p.add_argument("--out", metavar="PNG", help="image path (default: figure.png next to the checkpoint)")
     p.add_argument("--k", type=_positive_int, help="support points (default: the checkpoint's K)")
     p.add_argument("--seed", type=int, default=4, help="which test task to draw (default 4: A = 3.35)")
@@ -143,20 +148,10 @@ def main(argv=None):
     except _Error as e:
         print(f"minimaml {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (OSError, ValueError, RuntimeError) as e:
-        # Checkpoint problems, invalid configurations, divergence, missing CuPy: user-facing.
-        from .checkpoint import CheckpointError
-        from .train import TrainingDiverged
-        if not isinstance(e, (OSError, CheckpointError, TrainingDiverged)) and not _is_config_error(e):
-            raise
+    except (OSError, CheckpointError, ConfigError, TrainingDiverged, DeviceUnavailable) as e:
+        # Missing/corrupt files, invalid configurations, divergence, no GPU: one line, no traceback.
         print(f"minimaml {args.command}: error: {e}", file=sys.stderr)
         return 1
-
-
-def _is_config_error(e):
-    text = str(e)
-    return text.startswith(("invalid training config", "cannot resume", "--device cuda",
-                            "unknown training-config", "checkpoint "))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +199,12 @@ def cmd_train(args):
     return 0
 
 
+def _resolve(path):
+    """A run folder stands for the checkpoint.npz inside it."""
+    inside = os.path.join(path, "checkpoint.npz")
+    return inside if os.path.isdir(path) and os.path.exists(inside) else path
+
+
 def _per_iteration(result):
     n = result.iterations_run
     return f"{1e3 * result.seconds / n:.2f} ms/iteration" if n else "nothing to do"
@@ -214,6 +215,7 @@ def cmd_eval(args):
     from .evaluate import (Protocol, diverged_mask, evaluate, format_table, load_or_train_pretrained,
                            protocol_tasks, sharpness)
 
+    args.checkpoint = _resolve(args.checkpoint)
     ckpt = read_checkpoint(args.checkpoint)
     net, theta, config = ckpt["net"], ckpt["theta"], ckpt["config"]
     train_alpha = float(config.get("inner_lr", 0.01))
@@ -222,13 +224,15 @@ def cmd_eval(args):
     alpha = protocol.inner_lr or train_alpha
     print(f"checkpoint: {args.checkpoint} ({config.get('model', 'maml')}, iteration {ckpt['iteration']}, "
           f"trained with alpha={train_alpha:g}, {config.get('steps')} step(s), K={config.get('k_support')})")
-    print(f"protocol: {protocol.describe(alpha)}")
+    print(f"protocol: {protocol.describe(alpha)}"
+          + ("; with --backtrack: steps that raise a task's support loss are rejected and its alpha halved"
+             if args.backtrack else ""))
     name = "MAML" if config.get("model", "maml") == "maml" else config["model"]
-    stats, curves = evaluate(net, theta, protocol, alpha, return_curves=True)
+    stats, curves = evaluate(net, theta, protocol, alpha, return_curves=True, backtrack=args.backtrack)
     results = {name: stats}
     if not args.no_baseline and config.get("model", "maml") == "maml":
         base_theta = load_or_train_pretrained(args.checkpoint, config, progress=False)
-        results["pretrained"] = evaluate(net, base_theta, protocol, alpha)
+        results["pretrained"] = evaluate(net, base_theta, protocol, alpha, backtrack=args.backtrack)
     print(format_table(results))
 
     extra = {}
@@ -253,6 +257,7 @@ def cmd_eval(args):
                               "diverged": blown.tolist()}
     if args.json:
         out = {"checkpoint": args.checkpoint, "protocol": protocol.describe(alpha), "inner_lr": alpha,
+               "backtrack": args.backtrack,
                "results": {name: [vars(s) for s in stats] for name, stats in results.items()}, **extra}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
@@ -264,10 +269,12 @@ def cmd_plot(args):
     from .evaluate import load_or_train_pretrained
     from .plotting import figure2
 
+    args.checkpoint = _resolve(args.checkpoint)
     ckpt = read_checkpoint(args.checkpoint)
     net, theta, config = ckpt["net"], ckpt["theta"], ckpt["config"]
-    models = {"MAML": (net, theta)}
-    if config.get("model", "maml") == "maml":
+    is_maml = config.get("model", "maml") == "maml"
+    models = {"MAML" if is_maml else config["model"]: (net, theta)}
+    if is_maml:
         models["pretrained"] = (net, load_or_train_pretrained(args.checkpoint, config, progress=False))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "figure.png")
     alpha = args.inner_lr or float(config.get("inner_lr", 0.01))

@@ -27,23 +27,19 @@ def figure2(models, inner_lr, k=10, seed=4, steps=(0, 1, 10), path=None, amplitu
     """Draw the figure; ``models`` is {panel title: (net, θ)}. Saves a PNG if ``path`` is given
     and returns the matplotlib Figure. The task is drawn from ``seed`` (or given by
     ``amplitude``/``phase``); its K support points are x ~ U[−5, 5]."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
+    family = Sinusoid()
     rng = np.random.default_rng([int(seed), 3])
-    task = Sinusoid().sample(1, k, 1, rng)
-    params = dict(task.params)
-    if amplitude is not None:
-        params["amplitude"] = np.array([amplitude])
-    if phase is not None:
-        params["phase"] = np.array([phase])
-    xs = task.xs[0]
-    ys = Sinusoid.function(params, task.xs)[0]
+    params = {"amplitude": np.array([rng.uniform(*family.amp_range) if amplitude is None else amplitude]),
+              "phase": np.array([rng.uniform(*family.phase_range) if phase is None else phase])}
+    xs = rng.uniform(*family.x_range, size=(k, 1))
+    ys = Sinusoid.function(params, xs[None])[0]
     grid = np.linspace(-5, 5, 200)[:, None]
     truth = Sinusoid.function(params, grid)[0, :, 0]
 
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4), sharey=True, squeeze=False)
+    fig = Figure(figsize=(5.2 * len(models), 4))
+    axes = fig.subplots(1, len(models), sharey=True, squeeze=False)
     styles = {0: dict(color="tab:green", ls=":", label="pre-update"),
               1: dict(color="tab:blue", ls="--", label="1 grad step"),
               10: dict(color="tab:purple", ls="-.", label="10 grad steps")}
@@ -74,5 +70,4 @@ def figure2(models, inner_lr, k=10, seed=4, steps=(0, 1, 10), path=None, amplitu
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fig.savefig(path, dpi=110)
-        plt.close(fig)
     return fig

@@ -41,6 +41,14 @@ class TrainingDiverged(RuntimeError):
     """The meta-loss became NaN or infinite; the last good checkpoint was left untouched."""
 
 
+class ConfigError(ValueError):
+    """An invalid training configuration, or one that does not match the checkpoint to resume."""
+
+
+class DeviceUnavailable(RuntimeError):
+    """``device="cuda"`` without CuPy or without a working GPU."""
+
+
 @dataclass
 class TrainConfig:
     """One training run. Defaults: the MAML paper's sinusoid setup (Finn et al. 2017, §5.1):
@@ -56,7 +64,7 @@ class TrainConfig:
     meta_batch: int = 25            # T, tasks per meta-update
     k_support: int = 10             # K, support points per task
     k_query: int = 10               # query points per task
-    iterations: int = 30000         # meta-updates (the paper: 70000)
+    iterations: int = 50000         # meta-updates (the paper: 70000)
     method: str = "hvp"             # how the meta-gradient is computed (see maml.py)
     dtype: str = "float32"          # float32 is faster; float64 for exactness checks
     device: str = "cpu"             # "cuda": θ, Adam state and the meta-gradient on the GPU
@@ -68,7 +76,7 @@ class TrainConfig:
     def __post_init__(self):
         def need(ok, what):
             if not ok:
-                raise ValueError(f"invalid training config: {what}")
+                raise ConfigError(f"invalid training config: {what}")
         self.sizes = [int(s) for s in self.sizes]
         need(math.isfinite(self.inner_lr) and self.inner_lr > 0, f"inner_lr must be > 0, got {self.inner_lr}")
         need(math.isfinite(self.meta_lr) and self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}")
@@ -96,7 +104,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown training-config keys {unknown}; known: {sorted(names)}")
+            raise ConfigError(f"unknown training-config keys {unknown}; known: {sorted(names)}")
         return cls(**d)
 
 
@@ -120,11 +128,11 @@ def _device_module(config):
 
             from .gpu import cuda
         except ImportError as e:
-            raise RuntimeError(f"--device cuda needs CuPy and a CUDA GPU "
+            raise DeviceUnavailable(f"--device cuda needs CuPy and a CUDA GPU "
                                f"(pip install 'minimaml[gpu]'): {e}") from None
         ok, why = cuda.available()
         if not ok:
-            raise RuntimeError(f"--device cuda: {why}")
+            raise DeviceUnavailable(f"--device cuda: {why}")
         first_order = config.method == "first_order"
 
         def meta_grad(net, theta, xs, ys, xq, yq, inner_lr, steps):
@@ -185,7 +193,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
         diffs = {k: (v, getattr(config, k)) for k, v in saved.to_dict().items()
                  if k not in RESUMABLE_CHANGES and getattr(config, k) != v}
         if diffs:
-            raise ValueError(f"cannot resume {checkpoint!r} with a different configuration: "
+            raise ConfigError(f"cannot resume {checkpoint!r} with a different configuration: "
                              + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diffs.items()))
         net, theta, start = ckpt["net"], ckpt["theta"], ckpt["iteration"]
         history = [tuple(row) for row in ckpt["history"]]
@@ -193,7 +201,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
         rng.bit_generator.state = ckpt["rng_state"]
         optimizer_state = ckpt["optimizer_state"]
         if start > config.iterations:
-            raise ValueError(f"checkpoint {checkpoint!r} is at iteration {start}, beyond the requested "
+            raise ConfigError(f"checkpoint {checkpoint!r} is at iteration {start}, beyond the requested "
                              f"iterations={config.iterations}")
     else:
         config = config or TrainConfig()

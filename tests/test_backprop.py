@@ -238,3 +238,10 @@ def test_single_task_routes_reject_bad_input():
         mlp_loss_and_grad(net, theta, x, np.zeros((4, 2)))
     with pytest.raises(ValueError, match=r"x must have shape \(N, 1\).*\(4, 3\)"):
         mlp_loss_and_grad(net, theta, np.zeros((4, 3)), y)
+
+
+def test_malloc_tuning_can_be_switched_off(monkeypatch):
+    from minimaml import backprop
+    assert isinstance(backprop.MALLOC_TUNED, bool)
+    monkeypatch.setenv("MINIMAML_DEFAULT_MALLOC", "1")
+    assert backprop.keep_freed_memory() is False

@@ -72,6 +72,12 @@ def test_eval_sharpness_reports_lambda_max_against_2_over_alpha(run_dir, capsys,
     assert all(lam > 0 for lam in sharp["lambda_max"])
 
 
+def test_eval_backtrack_and_run_folder(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--tasks", "10", "--steps", "1,5", "--backtrack"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint.npz" in out and "with --backtrack" in out
+
+
 def test_plot_writes_a_png(run_dir, tmp_path, capsys):
     png = tmp_path / "fig.png"
     assert main(["plot", str(run_dir / "checkpoint.npz"), "--out", str(png), "--k", "5"]) == 0
@@ -90,6 +96,13 @@ def test_bad_arguments_exit_with_usage_error(argv, capsys):
         main(argv)
     assert e.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_resume_with_a_different_config_is_refused(run_dir, capsys):
+    assert main(["train", "--resume", "--out", str(run_dir), "--inner-lr", "0.05", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "inner_lr was 0.01, now 0.05" in err and "Traceback" not in err
+    assert read_checkpoint(run_dir / "checkpoint.npz")["iteration"] == 30     # untouched
 
 
 def test_user_errors_print_one_line_without_traceback(tmp_path, capsys):

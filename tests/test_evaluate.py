@@ -67,6 +67,21 @@ def test_gradient_descent_diverges_exactly_when_lambda_max_exceeds_2_over_alpha(
     assert summarize(stable, (200,))[0].diverged == 0
 
 
+def test_backtracking_keeps_every_task_from_diverging_and_changes_nothing_when_stable():
+    net = MLP([2, 1])
+    batch = LinearRegression(dim=2).sample(4, 8, 8, np.random.default_rng(0))
+    theta = net.init(0)
+    alpha_crit = 2 / sharpness(net, theta, batch.xs, batch.ys, exact=True)
+    args = (net, theta, batch.xs, batch.ys, batch.xq, batch.yq)
+    too_big = 3 * alpha_crit.max()
+    safe = finetune_curves(*args, too_big, 50, backtrack=True)
+    assert np.isfinite(safe).all() and summarize(safe, (50,))[0].diverged == 0
+    assert np.all(safe[:, -1] < safe[:, 0])
+    stable = 0.5 * alpha_crit.min()          # every step lowers the support loss: no backtracking
+    np.testing.assert_array_equal(finetune_curves(*args, stable, 20, backtrack=True),
+                                  finetune_curves(*args, stable, 20))
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(num_tasks=0), "num_tasks must be"),
     (dict(steps=()), "steps must be"),

@@ -155,6 +155,7 @@ def _small_problem():
 def test_cuda_without_cupy_says_what_is_missing(monkeypatch):
     from minimaml.gpu import cuda
     monkeypatch.setitem(sys.modules, "cupy", None)   # makes `import cupy` raise ImportError
+    monkeypatch.setattr(cuda, "_checked_cupy", None)
     with pytest.raises(RuntimeError, match=r"needs CuPy with a working CUDA GPU.*pip install 'minimaml\[gpu\]'"):
         cuda.meta_value_and_grad(*_small_problem(), 0.01, 1)
     with pytest.raises(RuntimeError, match="CuPy"):
@@ -166,6 +167,7 @@ def test_cuda_without_cupy_says_what_is_missing(monkeypatch):
 def test_cuda_checks_arguments_before_touching_the_gpu(monkeypatch):
     from minimaml.gpu import cuda
     monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setattr(cuda, "_checked_cupy", None)
     net, theta, xs, ys, xq, yq = _small_problem()
     with pytest.raises(ValueError, match="theta must have shape"):
         cuda.meta_value_and_grad(net, theta[:-1], xs, ys, xq, yq, 0.01, 1)
@@ -279,6 +281,7 @@ def test_cuda_module_launches_the_kernel_correctly(monkeypatch, tmp_path):
     from minimaml.gpu import cuda
     monkeypatch.setitem(sys.modules, "cupy", _numpy_cupy(tmp_path))
     monkeypatch.setattr(cuda, "_modules", {})
+    monkeypatch.setattr(cuda, "_checked_cupy", None)
     net, theta, xs, ys, xq, yq = _small_problem()
     for steps, first_order in ((2, False), (1, True)):
         loss, grad = cuda.meta_value_and_grad(net, theta, xs, ys, xq, yq, 0.05, steps, first_order, threads=16)

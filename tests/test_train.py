@@ -7,7 +7,7 @@ import minimaml.train as train_mod
 from minimaml.checkpoint import read_checkpoint
 from minimaml.maml import meta_value_and_grad
 from minimaml.tasks import Sinusoid
-from minimaml.train import TrainConfig, TrainingDiverged, train
+from minimaml.train import ConfigError, DeviceUnavailable, TrainConfig, TrainingDiverged, train
 
 SMALL = dict(sizes=[1, 20, 20, 1], log_every=10, checkpoint_every=10)
 
@@ -48,7 +48,7 @@ def test_resume_gives_the_same_theta_as_an_uninterrupted_run(tmp_path, dtype):
 
 def test_resume_refuses_a_different_config(tmp_path):
     train(TrainConfig(iterations=10, **SMALL), checkpoint=tmp_path / "c.npz", progress=False)
-    with pytest.raises(ValueError, match="cannot resume.*inner_lr was 0.01, now 0.05"):
+    with pytest.raises(ConfigError, match="cannot resume.*inner_lr was 0.01, now 0.05"):
         train(TrainConfig(iterations=20, inner_lr=0.05, **SMALL), checkpoint=tmp_path / "c.npz",
               resume=True, progress=False)
 
@@ -94,14 +94,14 @@ def test_huge_meta_lr_diverges_with_a_clear_message(tmp_path):
     (dict(device="cuda", method="hessian"), "device 'cuda' runs"),
 ])
 def test_bad_config_is_a_clear_error(bad, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         TrainConfig(**bad)
 
 
 def test_cuda_without_cupy_is_a_clear_error(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "cupy", None)       # makes `import cupy` fail
-    with pytest.raises(RuntimeError, match="--device cuda needs CuPy"):
+    with pytest.raises(DeviceUnavailable, match="--device cuda needs CuPy"):
         train(TrainConfig(iterations=1, device="cuda"), progress=False)
 
 

@@ -23,6 +23,7 @@ A training step on the GPU::
     for t in range(1, iterations + 1):
         loss, grad = cuda.meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps)
         cuda.adam_update(theta, grad, m, v, t, meta_lr)
+    theta_host = cupy.asnumpy(theta)   # e.g. for a checkpoint
 """
 
 import functools
@@ -35,10 +36,14 @@ INSTALL_HINT = "pip install 'minimaml[gpu]' (CuPy for CUDA 12: cupy-cuda12x)"
 
 _modules = {}       # (kernel file, KernelConfig, kernel name, device id) -> compiled kernel
 _adam_kernel = None
+_checked_cupy = None   # CuPy, once it has shown a GPU
 
 
 def _cupy():
     """Import CuPy and check that a CUDA GPU answers; otherwise raise, saying what is missing."""
+    global _checked_cupy
+    if _checked_cupy is not None:
+        return _checked_cupy
     try:
         import cupy
     except ImportError as e:
@@ -56,6 +61,7 @@ def _cupy():
     if count < 1:
         raise RuntimeError("method='cuda' needs a CUDA GPU, but CuPy sees 0 devices;"
                            " without a GPU use method='cuda-emulated'.")
+    _checked_cupy = cupy
     return cupy
 
 
