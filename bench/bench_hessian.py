@@ -5,7 +5,8 @@ a 1761 x 1761 matrix, by each route, and how far each is from ``mlp_hessian``.
     /work/peers-venv/bin/python bench/bench_hessian.py  # + jax.hessian and torch.func.hessian
 
 Routes: ``mlp_hessian`` (R-operator on all P basis directions at once), the engine's generic
-``minimaml.hessian`` (the teaching route: forward-over-reverse through the graph), and the
+``minimaml.hessian`` (the teaching route: jacobian of grad, reverse over reverse, all P rows
+pulled back through the gradient's graph in one batched pass), and the
 peers. Timing: warm-up, then the routes take turns; median over rounds.
 """
 
@@ -19,7 +20,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers  # noqa: E402
-from minimaml.backprop import mlp_hessian  # noqa: E402
+import minimaml  # noqa: E402
+from minimaml.backprop import keep_freed_memory, mlp_hessian  # noqa: E402
 from minimaml.mlp import MLP, mse  # noqa: E402
 from minimaml.tasks import Sinusoid  # noqa: E402
 
@@ -27,13 +29,9 @@ SIZES, ACTIVATION, N = [1, 40, 40, 1], "relu", 10
 
 
 def routes(net, theta, x, y):
-    table = {"mlp_hessian": lambda: mlp_hessian(net, theta, x, y)}
-    try:
-        import minimaml
-        engine_hessian = minimaml.hessian(lambda th: mse(net(th, x), y))
-        table["engine hessian"] = lambda: engine_hessian(theta)
-    except (ImportError, AttributeError):
-        pass
+    engine_hessian = minimaml.hessian(lambda th: mse(net(th, x), y))
+    table = {"mlp_hessian": lambda: mlp_hessian(net, theta, x, y),
+             "engine hessian": lambda: engine_hessian(theta)}
     for name in peers.available():
         table[f"{name}.hessian"] = peers.HESSIANS[name](net.sizes, net.activation, theta, x, y)
     return table
@@ -45,6 +43,7 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="*", default=["float64", "float32"])
     p.add_argument("--skip-engine", action="store_true", help="leave out the slow generic route")
     args = p.parse_args(argv)
+    keep_freed_memory()
     net = MLP(SIZES, ACTIVATION)
     b = Sinusoid().sample(1, N, N, rng=0)
     x, y = b.xs[0], b.ys[0]

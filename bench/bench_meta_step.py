@@ -24,33 +24,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for `import peers`
 
 import peers  # noqa: E402
+from minimaml import maml  # noqa: E402
+from minimaml.backprop import keep_freed_memory  # noqa: E402
 from minimaml.mlp import MLP  # noqa: E402
+from minimaml.optim import Adam  # noqa: E402
 from minimaml.tasks import Sinusoid  # noqa: E402
 
-try:
-    from minimaml import maml
-except ImportError:                       # before the MAML module lands: the hvp route alone
-    maml = None
-try:
-    from minimaml.optim import Adam
-except ImportError:
-    Adam = None
-
 SIZES, ACTIVATION, T, K, INNER_LR = [1, 40, 40, 1], "relu", 25, 10, 0.01
-
-
-class _Adam:
-    """Fallback Adam (θ ← θ − β m̂/(√v̂ + ε)) if minimaml.optim is absent."""
-
-    def __init__(self, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
-        self.lr, self.b1, self.b2, self.eps, self.t, self.m, self.v = lr, b1, b2, eps, 0, 0.0, 0.0
-
-    def step(self, theta, g):
-        self.t += 1
-        self.m = self.b1 * self.m + (1 - self.b1) * g
-        self.v = self.b2 * self.v + (1 - self.b2) * g * g
-        mhat, vhat = self.m / (1 - self.b1 ** self.t), self.v / (1 - self.b2 ** self.t)
-        return theta - self.lr * mhat / (np.sqrt(vhat) + self.eps)
 
 
 def _minimaml_step(method, second_order_only=False, first_order_only=False):
@@ -58,21 +38,12 @@ def _minimaml_step(method, second_order_only=False, first_order_only=False):
     def make(net, theta, b, steps, first_order):
         if (first_order and second_order_only) or (not first_order and first_order_only):
             return None
-        if maml is not None:
-            fo = None if method in ("autodiff", "hessian", "first_order") else first_order
-            meta = lambda th: maml.meta_value_and_grad(net, th, b.xs, b.ys, b.xq, b.yq, INNER_LR,
-                                                       steps, method=method, first_order=fo)
-        elif method == "hvp":
-            from minimaml.backprop import hvp_meta_value_and_grad
-            meta = lambda th: hvp_meta_value_and_grad(net, th, b.xs, b.ys, b.xq, b.yq, INNER_LR,
-                                                      steps, first_order=first_order)
-        else:
-            return None
-        opt = (Adam or _Adam)(1e-3)
-        state = [theta.copy()]
+        fo = None if method in ("autodiff", "hessian", "first_order") else first_order
+        opt, state = Adam(1e-3), [theta.copy()]
 
         def step():
-            loss, g = meta(state[0])
+            loss, g = maml.meta_value_and_grad(net, state[0], b.xs, b.ys, b.xq, b.yq, INNER_LR, steps,
+                                               method=method, first_order=fo)
             state[0] = opt.step(state[0], g)
             return loss
         return step
@@ -88,11 +59,10 @@ def _peer_step(name):
 
 def methods(selected=None):
     """The table of (name, make). Slow teaching routes are included but timed by a single call."""
-    table = [("hvp", _minimaml_step("hvp"))]
-    if maml is not None:
-        table += [("first_order", _minimaml_step("first_order", first_order_only=True)),
-                  ("hessian", _minimaml_step("hessian", second_order_only=True)),
-                  ("autodiff", _minimaml_step("autodiff", second_order_only=True))]
+    table = [("hvp", _minimaml_step("hvp")),
+             ("first_order", _minimaml_step("first_order", first_order_only=True)),
+             ("hessian", _minimaml_step("hessian", second_order_only=True)),
+             ("autodiff", _minimaml_step("autodiff", second_order_only=True))]
     table += [(name, _peer_step(name)) for name in peers.available()]
     return [(n, m) for n, m in table if selected is None or n in selected]
 
@@ -128,6 +98,7 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="*", default=["float64", "float32"])
     p.add_argument("--skip-slow", action="store_true", help='leave out the "hessian" method')
     args = p.parse_args(argv)
+    keep_freed_memory()  # as `minimaml train` does: see backprop.keep_freed_memory
 
     net = MLP(SIZES, ACTIVATION)
     batch = Sinusoid().sample(T, K, K, rng=0)

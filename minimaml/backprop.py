@@ -49,8 +49,10 @@ def keep_freed_memory():
     those above 128 KB with a fresh mmap and trims the heap as soon as 128 KB are free at its top,
     so nearly every temporary pays page faults on first touch; on the 2-core benchmark machine
     that cost more than the arithmetic (float64 meta-step ~3x slower). PyTorch and XLA avoid it
-    with their own caching allocators; this is NumPy's equivalent. Process-wide, done once at
-    import; set MINIMAML_DEFAULT_MALLOC=1 to skip it. Returns True if it took effect.
+    with their own caching allocators; this is NumPy's equivalent. It is process-wide, so the
+    library never does it on import: ``train``, ``evaluate`` and the benchmarks call it (a user
+    timing the hvp route in their own process may too). Set MINIMAML_DEFAULT_MALLOC=1 to skip it.
+    Returns True if it took effect.
     """
     if os.environ.get("MINIMAML_DEFAULT_MALLOC"):
         return False
@@ -61,8 +63,6 @@ def keep_freed_memory():
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) & bool(mallopt(M_TRIM_THRESHOLD, 512 << 20))
 
-
-MALLOC_TUNED = keep_freed_memory()
 
 
 # ------------------------------------------------------------------------------------------

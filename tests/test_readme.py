@@ -20,3 +20,16 @@ def test_readme_example_prints_what_readme_says():
     with contextlib.redirect_stdout(out), np.printoptions(legacy=False):
         exec(compile(code, "README.md", "exec"), {})
     assert out.getvalue().split() == expected.split()
+
+
+def test_readme_maml_example_runs_and_its_routes_agree():
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    code = code.replace("for method in", "grads = {}\nfor method in").replace(
+        "method=method)", "method=method)\n    grads[method] = g")
+    ns = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    g = ns["grads"]
+    assert set(g) == {"autodiff", "hessian", "hvp", "first_order"}
+    for m in ("autodiff", "hessian"):
+        np.testing.assert_allclose(g[m], g["hvp"], rtol=1e-9, atol=1e-12)
+    assert ns["M"].shape == (2, 1, 1761, 1761)
