@@ -12,6 +12,8 @@ through unless first-order) + one Adam update of θ.
 
 import numpy as np
 
+from minimaml.mlp import MLP
+
 ADAM = dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8)
 
 
@@ -27,13 +29,18 @@ def available():
     return names
 
 
-def _layout(sizes):
-    """(fan_in, fan_out, start of W, end of W = start of b, end of b) per layer: MLP's flat θ."""
-    out, offset = [], 0
-    for fi, fo in zip(sizes[:-1], sizes[1:]):
-        out.append((fi, fo, offset, offset + fi * fo, offset + fi * fo + fo))
-        offset += fi * fo + fo
-    return out
+def _net(sizes, act):
+    """net(θ, x) for minimaml's flat layout, written once for both frameworks (same operators)."""
+    layout = MLP(sizes).slices  # (fan_in, fan_out, start of W, end of W = start of b, end of b)
+
+    def net(theta, x):
+        h = x
+        for l, (fi, fo, w0, w1, b1) in enumerate(layout):
+            h = h @ theta[w0:w1].reshape(fi, fo) + theta[w1:b1]
+            if l < len(layout) - 1:
+                h = act(h)
+        return h
+    return net
 
 
 # ------------------------------------------------------------------------------------------
@@ -43,16 +50,7 @@ def _jax_functions(sizes, activation, dtype):
     import jax
     import jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)   # float64 needs it; float32 arrays stay float32
-    layout = _layout(sizes)
-    act = jax.nn.relu if activation == "relu" else jnp.tanh
-
-    def net(theta, x):
-        h = x
-        for l, (fi, fo, w0, w1, b1) in enumerate(layout):
-            h = h @ theta[w0:w1].reshape(fi, fo) + theta[w1:b1]
-            if l < len(layout) - 1:
-                h = act(h)
-        return h
+    net = _net(sizes, jax.nn.relu if activation == "relu" else jnp.tanh)
 
     def loss(theta, x, y):
         return jnp.mean((net(theta, x) - y) ** 2)
@@ -115,16 +113,7 @@ def _torch_functions(sizes, activation):
     # made these tiny ops ~100x slower (spin-waiting threads, 700 ms instead of 6 ms per
     # meta-step), and its spinning workers slowed whatever ran next in the same process.
     torch.set_num_threads(1)
-    layout = _layout(sizes)
-    act = torch.relu if activation == "relu" else torch.tanh
-
-    def net(theta, x):
-        h = x
-        for l, (fi, fo, w0, w1, b1) in enumerate(layout):
-            h = h @ theta[w0:w1].reshape(fi, fo) + theta[w1:b1]
-            if l < len(layout) - 1:
-                h = act(h)
-        return h
+    net = _net(sizes, torch.relu if activation == "relu" else torch.tanh)
 
     def loss(theta, x, y):
         return torch.mean((net(theta, x) - y) ** 2)

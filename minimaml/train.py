@@ -124,16 +124,12 @@ class TrainResult:
 def _device_module(config):
     """(array module, meta-gradient function, optimizer) for the config's device and method."""
     if config.device == "cuda":
-        try:
-            import cupy
+        from .gpu import cuda   # imports CuPy only when called
 
-            from .gpu import cuda
-        except ImportError as e:
-            raise DeviceUnavailable(f"--device cuda needs CuPy and a CUDA GPU "
-                               f"(pip install 'minimaml[gpu]'): {e}") from None
         ok, why = cuda.available()
         if not ok:
             raise DeviceUnavailable(f"--device cuda: {why}")
+        cupy = cuda.array_module()
         first_order = config.method == "first_order"
 
         def meta_grad(net, theta, xs, ys, xq, yq, inner_lr, steps):
@@ -158,7 +154,7 @@ class _CudaAdam(Adam):
         self._cuda = cuda
 
     def step(self, theta, grad):
-        import cupy
+        cupy = self._cuda.array_module()
         if self.m is None or not isinstance(self.m, cupy.ndarray):
             self.m = cupy.zeros_like(grad) if self.m is None else cupy.asarray(self.m, dtype=cupy.float32)
             self.v = cupy.zeros_like(grad) if self.v is None else cupy.asarray(self.v, dtype=cupy.float32)

@@ -101,7 +101,7 @@ def test_bad_config_is_a_clear_error(bad, match):
 def test_cuda_without_cupy_is_a_clear_error(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "cupy", None)       # makes `import cupy` fail
-    with pytest.raises(DeviceUnavailable, match="--device cuda needs CuPy"):
+    with pytest.raises(DeviceUnavailable, match="--device cuda: .*needs CuPy.*pip install 'minimaml\\[gpu\\]'"):
         train(TrainConfig(iterations=1, device="cuda"), progress=False)
 
 
@@ -128,6 +128,7 @@ def test_cuda_path_glue_with_a_numpy_stand_in_for_cupy(monkeypatch, tmp_path):
         return theta
 
     monkeypatch.setattr(cuda, "available", lambda: (True, ""))
+    monkeypatch.setattr(cuda, "array_module", lambda: fake)
     monkeypatch.setattr(cuda, "meta_value_and_grad", hvp_meta_value_and_grad)
     monkeypatch.setattr(cuda, "adam_update", adam_update)
 

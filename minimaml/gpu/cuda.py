@@ -16,6 +16,7 @@ Public functions (all arrays float32 CuPy arrays; NumPy inputs are copied to the
   stay on the GPU for the whole training run.
 * ``batched_update(theta, grads, inner_lr)`` -> (T, P): the teaching kernel θ'_t = θ − α g_t.
 * ``available()`` -> (bool, reason): whether CuPy and a CUDA GPU are usable, without raising.
+* ``array_module()`` -> the ``cupy`` module, for code that keeps θ and Adam's state on the GPU.
 
 A training step on the GPU::
 
@@ -63,6 +64,12 @@ def _cupy():
                            " without a GPU use method='cuda-emulated'.")
     _checked_cupy = cupy
     return cupy
+
+
+def array_module():
+    """CuPy itself (after checking a GPU answers), for callers that keep arrays on the GPU, such as
+    the training loop: they get it from here so that no other module imports CuPy."""
+    return _cupy()
 
 
 def available():
