@@ -7,6 +7,7 @@
 `python -m minimaml ...` is the same command.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -109,6 +110,9 @@ def build_parser():
                    help="fine-tuning steps to report (default 0,1,5,10)")
     e.add_argument("--inner-lr", type=_positive_float,
                    help="fine-tuning step size α (default: the checkpoint's training inner_lr)")
+    e.add_argument("--baseline-inner-lr", type=_positive_float, metavar="ALPHA",
+                   help="fine-tuning step size of the pretrained baseline (default: the same α as MAML; "
+                        "the paper tuned the baseline's step size separately)")
     e.add_argument("--seed", type=int, default=2017, help="test-set seed (default 2017)")
     e.add_argument("--backtrack", action="store_true",
                    help="safeguarded fine-tuning (not the paper's): reject a step that raises a task's "
@@ -222,24 +226,27 @@ def cmd_eval(args):
           f"trained with alpha={train_alpha:g}, {config.get('steps')} step(s), K={config.get('k_support')})")
     print(f"protocol: {protocol.describe(alpha)}"
           + ("; with --backtrack: steps that raise a task's support loss are rejected and its alpha halved"
-             if args.backtrack else ""))
+             if args.backtrack else "")
+          + (f"; the pretrained baseline is fine-tuned with alpha={args.baseline_inner_lr:g}"
+             if args.baseline_inner_lr and not args.no_baseline else ""))
     name = "MAML" if config.get("model", "maml") == "maml" else config["model"]
     stats, curves = evaluate(net, theta, protocol, alpha, return_curves=True, backtrack=args.backtrack)
     results = {name: stats}
     if not args.no_baseline and config.get("model", "maml") == "maml":
         base_theta = load_or_train_pretrained(args.checkpoint, config, progress=False)
-        results["pretrained"] = evaluate(net, base_theta, protocol, alpha, backtrack=args.backtrack)
+        base_protocol = dataclasses.replace(protocol, inner_lr=args.baseline_inner_lr or alpha)
+        results["pretrained"] = evaluate(net, base_theta, base_protocol, backtrack=args.backtrack)
     print(format_table(results))
 
     extra = {}
     if args.sharpness:
         import numpy as np
         n = min(args.sharpness, protocol.num_tasks)
-        xs, ys, _, _, params = protocol_tasks(protocol)
+        xs, ys, _, yq, params = protocol_tasks(protocol)
         lam = sharpness(net, theta, xs[:n], ys[:n])
         limit = 2.0 / alpha
         sharp = lam > limit
-        blown = diverged_mask(curves[:n])[:, -1]
+        blown = diverged_mask(curves[:n], yq[:n])[:, -1]
         amp = params["amplitude"][:n]
         print(f"sharpness of the {name} start point on the first {n} test tasks (power iteration): "
               f"lambda_max of the support-loss Hessian: median {np.median(lam):.1f}, max {lam.max():.1f}; "

@@ -10,7 +10,9 @@ Protocol (fixed and seeded, so two runs print the same numbers):
 * the query MSE is measured on ``num_query`` = 100 evenly spaced points of [−5, 5] (a low-noise
   estimate of the MSE over x ~ U[−5, 5]) after 0, 1, 5 and 10 steps;
 * per step: mean over tasks ± 95% confidence interval (1.96 σ/√n), median, and the number of
-  *diverged* tasks: query MSE non-finite or more than 10× its value before fine-tuning.
+  *diverged* tasks: query MSE non-finite, or more than 10× both its value before fine-tuning and
+  the MSE of predicting 0 (mean of y² over the query points). The second floor keeps a task that
+  was already fitted, whose tiny error wobbles up and back down, from counting as diverged.
 
 The paper's own protocol (Finn et al. 2017, Table 2; their code ``main.py``): 600 tasks, K = 5,
 ``--tasks 600 --k 5``.
@@ -60,7 +62,7 @@ class Protocol:
         return (f"{self.num_tasks} test sinusoids (seed {self.seed}), K={self.k} support points "
                 f"x~U[-5,5], query MSE on {self.num_query} evenly spaced x in [-5,5]; fine-tuning: "
                 f"gradient descent on the support MSE, alpha={inner_lr:g}; diverged: query MSE "
-                f"non-finite or > {DIVERGENCE_FACTOR:g}x its value before fine-tuning")
+                f"non-finite or > {DIVERGENCE_FACTOR:g}x both its value before fine-tuning and the MSE of predicting 0")
 
 
 def protocol_tasks(protocol):
@@ -129,10 +131,11 @@ class StepStats:
     num_tasks: int
 
 
-def summarize(curves, steps):
-    """Per requested step count: mean ± 95% CI over tasks, median and the diverged count."""
+def summarize(curves, steps, yq):
+    """Per requested step count: mean ± 95% CI over tasks, median and the diverged count
+    (``yq`` (T, Q, 1): the query targets, for ``diverged_mask``)."""
     n = curves.shape[0]
-    blown = diverged_mask(curves)
+    blown = diverged_mask(curves, yq)
     with np.errstate(all="ignore"):
         out = []
         for s in steps:
@@ -152,14 +155,16 @@ def evaluate(net, theta, protocol=None, inner_lr=0.01, return_curves=False, back
     alpha = protocol.inner_lr if protocol.inner_lr is not None else inner_lr
     xs, ys, xq, yq, _ = protocol_tasks(protocol)
     curves = finetune_curves(net, theta, xs, ys, xq, yq, alpha, max(protocol.steps), backtrack)
-    stats = summarize(curves, protocol.steps)
+    stats = summarize(curves, protocol.steps, yq)
     return (stats, curves) if return_curves else stats
 
 
-def diverged_mask(curves):
-    """(T, S+1) bool: task t counts as diverged after s steps (see the module docstring)."""
+def diverged_mask(curves, yq):
+    """(T, S+1) bool: task t counts as diverged after s steps: its query MSE is non-finite, or more
+    than DIVERGENCE_FACTOR × max(MSE before fine-tuning, MSE of predicting 0 = mean yq²)."""
+    scale = np.maximum(curves[:, :1], np.mean(np.asarray(yq) ** 2, axis=(1, 2))[:, None])
     with np.errstate(all="ignore"):
-        return ~np.isfinite(curves) | (curves > DIVERGENCE_FACTOR * curves[:, :1])
+        return ~np.isfinite(curves) | (curves > DIVERGENCE_FACTOR * scale)
 
 
 def format_table(results):

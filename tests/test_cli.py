@@ -62,6 +62,17 @@ def test_eval_prints_both_models_and_is_reproducible(run_dir, capsys, tmp_path):
     assert [s["steps"] for s in a["results"]["MAML"]] == [0, 1, 10]
 
 
+def test_eval_baseline_inner_lr_changes_only_the_baseline(run_dir, capsys, tmp_path):
+    args = ["eval", str(run_dir), "--tasks", "20", "--steps", "0,1,5"]
+    assert main(args + ["--json", str(tmp_path / "same.json")]) == 0
+    assert main(args + ["--baseline-inner-lr", "0.03", "--json", str(tmp_path / "tuned.json")]) == 0
+    assert "baseline is fine-tuned with alpha=0.03" in capsys.readouterr().out
+    same, tuned = (json.loads((tmp_path / f).read_text())["results"] for f in ("same.json", "tuned.json"))
+    assert same["MAML"] == tuned["MAML"]
+    assert same["pretrained"][0] == tuned["pretrained"][0]          # 0 steps: no fine-tuning yet
+    assert same["pretrained"][2]["mean"] != tuned["pretrained"][2]["mean"]
+
+
 def test_eval_sharpness_reports_lambda_max_against_2_over_alpha(run_dir, capsys, tmp_path):
     args = ["eval", str(run_dir / "checkpoint.npz"), "--tasks", "8", "--no-baseline", "--sharpness", "8",
             "--inner-lr", "0.02", "--json", str(tmp_path / "s.json")]

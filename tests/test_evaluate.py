@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from minimaml.evaluate import Protocol, evaluate, finetune_curves, sharpness, summarize, protocol_tasks
+from minimaml.evaluate import (Protocol, diverged_mask, evaluate, finetune_curves, protocol_tasks, sharpness,
+                               summarize)
 from minimaml.mlp import MLP
 from minimaml.tasks import LinearRegression
 
@@ -40,11 +41,20 @@ def test_summarize_reports_mean_ci_median_and_diverged():
                        [2.0, 1.0, 30.0],             # > 10x its start: diverged at step 2
                        [4.0, 2.0, np.inf],           # non-finite: diverged
                        [3.0, 1.5, 1.0]])
-    s0, s1, s2 = summarize(curves, (0, 1, 2))
+    yq = np.full((4, 3, 1), 0.1)                     # MSE of predicting 0: 0.01, below every start
+    s0, s1, s2 = summarize(curves, (0, 1, 2), yq)
     assert s0.mean == 2.5 and s0.diverged == 0
     assert s1.mean == 1.25 and s1.median == 1.25 and s1.diverged == 0
     assert math.isclose(s1.ci95, 1.96 * np.std([0.5, 1.0, 2.0, 1.5], ddof=1) / 2)
     assert s2.mean == math.inf and s2.diverged == 2 and s2.median == 15.5
+
+
+def test_a_fitted_task_whose_small_error_wobbles_is_not_diverged():
+    curves = np.array([[0.01, 0.15, 0.02],          # 15x its start, but far below predicting 0
+                       [0.01, 0.15, 40.0]])          # 40 > 10 x (mean y² = 1): diverged
+    yq = np.ones((2, 5, 1))
+    mask = diverged_mask(curves, yq)
+    assert mask.tolist() == [[False, False, False], [False, False, True]]
 
 
 def test_gradient_descent_diverges_exactly_when_lambda_max_exceeds_2_over_alpha():
@@ -63,8 +73,8 @@ def test_gradient_descent_diverges_exactly_when_lambda_max_exceeds_2_over_alpha(
     stable = finetune_curves(net, theta, batch.xs, batch.ys, batch.xq, batch.yq, 0.9 * alpha_crit.min(), 200)
     unstable = finetune_curves(net, theta, batch.xs, batch.ys, batch.xq, batch.yq, 1.1 * alpha_crit.max(), 200)
     assert np.all(stable[:, -1] < stable[:, 0])
-    assert all(s.diverged == 4 for s in summarize(unstable, (200,)))
-    assert summarize(stable, (200,))[0].diverged == 0
+    assert all(s.diverged == 4 for s in summarize(unstable, (200,), batch.yq))
+    assert summarize(stable, (200,), batch.yq)[0].diverged == 0
 
 
 def test_backtracking_keeps_every_task_from_diverging_and_changes_nothing_when_stable():
@@ -75,7 +85,7 @@ def test_backtracking_keeps_every_task_from_diverging_and_changes_nothing_when_s
     args = (net, theta, batch.xs, batch.ys, batch.xq, batch.yq)
     too_big = 3 * alpha_crit.max()
     safe = finetune_curves(*args, too_big, 50, backtrack=True)
-    assert np.isfinite(safe).all() and summarize(safe, (50,))[0].diverged == 0
+    assert np.isfinite(safe).all() and summarize(safe, (50,), batch.yq)[0].diverged == 0
     assert np.all(safe[:, -1] < safe[:, 0])
     stable = 0.5 * alpha_crit.min()          # every step lowers the support loss: no backtracking
     np.testing.assert_array_equal(finetune_curves(*args, stable, 20, backtrack=True),
