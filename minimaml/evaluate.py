@@ -22,8 +22,9 @@ whose support-loss Hessian has an eigenvalue λ > 2/α (the error along that eig
 multiplied by |1 − αλ| > 1 each step). MAML trained with one step has no reason to keep λ
 below 2/α, and it does not: it meta-learns a θ at the edge of stability (median λ_max·α ≈ 2.5
 on 5-shot test tasks). Most tasks stabilise after the first step, but a few (mostly
-high-amplitude ones; 0 to 1 in 250 tasks in our runs, depending on seed and init) blow up after 5-10
-steps while the rest improve; the mean alone would hide that. ``sharpness`` measures λ_max per
+high-amplitude ones; at α = 0.01, 0 to 1 in 250 tasks in our runs, depending on seed and init;
+none seen at the released code's α = 0.001) blow up after 5-10 steps while the rest improve; the
+mean alone would hide that. ``sharpness`` measures λ_max per
 task. ``backtrack=True`` (``minimaml eval --backtrack``) is a safeguard outside the paper's
 protocol: a per-task backtracking line search on the support loss, so no task can diverge.
 """
