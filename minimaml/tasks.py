@@ -85,6 +85,9 @@ class Sinusoid:
                 f"x_range={self.x_range})")
 
     def sample(self, num_tasks, k_support, k_query, rng=None):
+        """T tasks y = A sin(x − φ): A ~ U[amp_range], φ ~ U[phase_range], x ~ U[x_range]. Returns a
+        TaskBatch: xs, ys (T, K, 1), xq, yq (T, Kq, 1), params amplitude, phase (T,).
+        ``rng``: a np.random.Generator or an int seed."""
         T = _positive_int("num_tasks", num_tasks)
         K = _positive_int("k_support", k_support)
         Kq = _positive_int("k_query", k_query)
@@ -133,6 +136,8 @@ class LinearRegression:
         return f"LinearRegression(dim={self.dim}, noise={self.noise})"
 
     def sample(self, num_tasks, k_support, k_query, rng=None):
+        """T tasks y = x·w (+ noise), w ~ N(0, I): a TaskBatch with xs (T, K, dim), ys (T, K, 1),
+        xq (T, Kq, dim), yq (T, Kq, 1), params weights (T, dim). ``rng``: a Generator or an int seed."""
         T = _positive_int("num_tasks", num_tasks)
         K = _positive_int("k_support", k_support)
         Kq = _positive_int("k_query", k_query)

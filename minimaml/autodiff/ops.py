@@ -41,26 +41,31 @@ def _batch(g, ans):
 # ---------------------------------------------------------------- arithmetic
 @primitive
 def add(x, y):
+    """x + y, broadcasting. VJP: g to each input, summed over broadcast axes."""
     return x + y
 
 
 @primitive
 def subtract(x, y):
+    """x − y, broadcasting. VJP: g and −g."""
     return x - y
 
 
 @primitive
 def multiply(x, y):
+    """x ⊙ y, broadcasting. VJP: g ⊙ y and g ⊙ x."""
     return x * y
 
 
 @primitive
 def divide(x, y):
+    """x / y, broadcasting. VJP: g / y and −g x / y²."""
     return x / y
 
 
 @primitive
 def negative(x):
+    """−x. VJP: −g."""
     return -x
 
 
@@ -88,32 +93,38 @@ defvjp(power, lambda g, ans, x, p: g * (p * x ** (p - 1)) if np.any(p != 0) else
 # ---------------------------------------------------------------- elementwise functions
 @primitive
 def exp(x):
+    """eˣ. VJP: g ⊙ eˣ (the answer itself)."""
     return np.exp(x)
 
 
 @primitive
 def log(x):
+    """ln x (log 0 = −inf, as NumPy). VJP: g / x."""
     with np.errstate(divide="ignore"):  # log(0) = -inf, as in NumPy, without a warning
         return np.log(x)
 
 
 @primitive
 def sqrt(x):
+    """√x. VJP: g / (2√x)."""
     return np.sqrt(x)
 
 
 @primitive
 def sin(x):
+    """sin x. VJP: g ⊙ cos x."""
     return np.sin(x)
 
 
 @primitive
 def cos(x):
+    """cos x. VJP: −g ⊙ sin x."""
     return np.cos(x)
 
 
 @primitive
 def tanh(x):
+    """tanh x. VJP: g ⊙ (1 − tanh² x)."""
     return np.tanh(x)
 
 
@@ -210,6 +221,7 @@ def _axes(axis, ndim):
 
 @primitive
 def sum(x, axis=None, keepdims=False):  # noqa: A001 - NumPy's name, on purpose
+    """Σ over `axis`. VJP: g broadcast back over the summed axes."""
     return np.sum(x, axis=axis, keepdims=keepdims)
 
 
@@ -224,6 +236,7 @@ defvjp(sum, _sum_vjp)
 
 @primitive
 def broadcast_to(x, shape):
+    """x repeated along new or size-1 axes to `shape`. VJP: unbroadcast (sum back)."""
     return np.broadcast_to(x, shape)
 
 
@@ -239,6 +252,7 @@ def mean(x, axis=None, keepdims=False):
 
 @primitive
 def reshape(x, shape):
+    """The same elements in a new shape. VJP: g reshaped back."""
     return np.reshape(x, shape)
 
 
@@ -247,6 +261,7 @@ defvjp(reshape, lambda g, ans, x, shape: reshape(g, _batch(g, ans) + _shape(x)))
 
 @primitive
 def transpose(x, axes=None):
+    """Permute axes (reverse them by default). VJP: g permuted back (the inverse permutation)."""
     return np.transpose(x, axes)
 
 

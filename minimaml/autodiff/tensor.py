@@ -97,6 +97,7 @@ class Primitive:
 
 
 def primitive(fn):
+    """Decorator: turn a NumPy function into a Primitive; then attach its rules with defvjp."""
     return Primitive(fn)
 
 
