@@ -181,7 +181,7 @@ def test_numerical_care_for_large_inputs_and_log_zero():
     np.testing.assert_allclose(mm.sigmoid(np.array([-800.0, 800.0])), [0.0, 1.0])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # deterministic in CI
 @given(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
        st.sampled_from(["add", "subtract", "multiply", "maximum"]))
 def test_property_broadcasting_binary_ops(shapes, name):
@@ -190,6 +190,17 @@ def test_property_broadcasting_binary_ops(shapes, name):
     x, y = away_from_zero(sx), away_from_zero(sy) * 1.7  # 1.7: no ties for maximum
     check_grads(lambda a: mm.tanh(f(a, y)), x)
     check_grads(lambda b: mm.tanh(f(x, b)), y)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(hnp.mutually_broadcastable_shapes(signature=np.matmul.signature, max_dims=2, max_side=3))
+def test_property_matmul_shapes(shapes):
+    """Every shape NumPy's matmul accepts, 1-D operands and broadcast stacks included."""
+    (sa, sb), _ = shapes
+    a, b = normal(sa), normal(sb)
+    np.testing.assert_allclose(mm.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    check_grads(lambda a: mm.tanh(mm.matmul(a, b)), a)
+    check_grads(lambda b: mm.tanh(mm.matmul(a, b)), b)
 
 
 # ------------------------------------------------------------------ batched cotangents
