@@ -50,7 +50,7 @@ def keep_freed_memory():
     so nearly every temporary pays page faults on first touch; on the 2-core benchmark machine
     that cost more than the arithmetic (float64 meta-step ~3x slower). PyTorch and XLA avoid it
     with their own caching allocators; this is NumPy's equivalent. It is process-wide, so the
-    library never does it on import: ``train``, ``evaluate`` and the benchmarks call it (a user
+    library never does it on import: ``train`` and the benchmarks call it (a user
     timing the hvp route in their own process may too). Set MINIMAML_DEFAULT_MALLOC=1 to skip it.
     Returns True if it took effect.
     """
