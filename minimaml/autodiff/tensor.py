@@ -134,8 +134,10 @@ def backward(end, g, starts):
 
     grads = {id(end): g}
     for node in _toposort(end):
-        g = grads.pop(id(node), None) if node.prim is not None else grads.get(id(node))
-        if g is None or node.prim is None:
+        if node.prim is None:  # a leaf: its cotangent stays in grads for the caller
+            continue
+        g = grads.pop(id(node), None)  # popped: intermediate cotangents are freed as we go
+        if g is None:
             continue
         for argnum, parent in node.parents:
             rule = node.prim.vjps.get(argnum)
