@@ -349,23 +349,34 @@ def _check_xy(net, theta, x, y):
     return theta, x, y
 
 
-def _check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps):
-    theta = _check_theta(net, theta)
-    arrays = {name: np.asarray(a, dtype=theta.dtype)
-              for name, a in (("xs", xs), ("ys", ys), ("xq", xq), ("yq", yq))}
+def check_task_sets(net, xs, ys, xq, yq):
+    """Shapes only, so NumPy and CuPy arrays alike (nothing is moved): xs (T, K, in), ys (T, K, out),
+    xq (T, Kq, in), yq (T, Kq, out) with T >= 1, in/out the network's sizes. Shared with minimaml.gpu."""
+    arrays = {"xs": xs, "ys": ys, "xq": xq, "yq": yq}
     n_in, n_out = net.sizes[0], net.sizes[-1]
-    shapes = lambda: ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
+    shapes = ", ".join(f"{k} {tuple(a.shape)}" for k, a in arrays.items())
     for name, a in arrays.items():
         size = n_in if name.startswith("x") else n_out
         if a.ndim != 3 or a.shape[-1] != size:
-            raise ValueError(f"{name} must have shape (T, K, {size}) for {net!r}; got {shapes()}")
-    if len({a.shape[0] for a in arrays.values()}) != 1:
-        raise ValueError(f"xs, ys, xq, yq must hold the same number of tasks T; got {shapes()}")
-    if arrays["xs"].shape[1] != arrays["ys"].shape[1] or arrays["xq"].shape[1] != arrays["yq"].shape[1]:
-        raise ValueError(f"x and y must have the same number of points K; got {shapes()}")
+            raise ValueError(f"{name} must have shape (T, K, {size}) for {net!r}; got {shapes}")
+    if len({a.shape[0] for a in arrays.values()}) != 1 or xs.shape[0] < 1:
+        raise ValueError(f"xs, ys, xq, yq must hold the same number of tasks T >= 1; got {shapes}")
+    if xs.shape[1] != ys.shape[1] or xq.shape[1] != yq.shape[1]:
+        raise ValueError(f"x and y must have the same number of points K; got {shapes}")
+
+
+def check_inner_loop(inner_lr, steps):
+    """α = inner_lr a finite number > 0, steps an int >= 0. Shared with minimaml.gpu."""
     if (not isinstance(inner_lr, numbers.Real) or isinstance(inner_lr, bool)
             or not np.isfinite(inner_lr) or inner_lr <= 0):
         raise ValueError(f"inner_lr must be a finite number > 0, got {inner_lr!r}")
     if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    return (theta,) + tuple(arrays.values())
+
+
+def _check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps):
+    theta = _check_theta(net, theta)
+    xs, ys, xq, yq = (np.asarray(a, dtype=theta.dtype) for a in (xs, ys, xq, yq))
+    check_task_sets(net, xs, ys, xq, yq)
+    check_inner_loop(inner_lr, steps)
+    return theta, xs, ys, xq, yq

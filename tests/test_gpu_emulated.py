@@ -109,7 +109,7 @@ def test_batched_update_kernel():
     (lambda a: a.update(theta=np.zeros(1761, dtype=np.int64)), TypeError, "floating-point array.*int64"),
     (lambda a: a.update(xs=[[[0.0]]]), TypeError, "xs must be an array"),
     (lambda a: a.update(xs=a["xs"][..., 0]), ValueError, r"xs must have shape \(T, K, 1\)"),
-    (lambda a: a.update(yq=a["yq"][:1]), ValueError, "same number T >= 1 of tasks"),
+    (lambda a: a.update(yq=a["yq"][:1]), ValueError, "same number of tasks T >= 1"),
     (lambda a: a.update(ys=a["ys"][:, :3]), ValueError, "same number of points"),
     (lambda a: a.update(inner_lr=0.0), ValueError, "inner_lr must be a finite number > 0"),
     (lambda a: a.update(inner_lr=float("nan")), ValueError, "inner_lr must be a finite number > 0"),

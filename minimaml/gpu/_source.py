@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backprop import check_inner_loop, check_task_sets
+
 MAX_LAYERS = 4
 MAX_WIDTH = 64
 ACTIVATIONS = ("relu", "tanh")
@@ -192,22 +194,8 @@ def check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps, first_order):
     num_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
     if tuple(theta.shape) != (num_params,):
         raise ValueError(f"theta must have shape ({num_params},) for network {sizes}, got {tuple(theta.shape)}")
-    n_in, n_out = sizes[0], sizes[-1]
-    shapes = ", ".join(f"{k} {tuple(a.shape)}" for k, a in arrays.items() if k != "theta")
-    for name in ("xs", "ys", "xq", "yq"):
-        a = arrays[name]
-        size = n_in if name.startswith("x") else n_out
-        if a.ndim != 3 or a.shape[-1] != size:
-            raise ValueError(f"{name} must have shape (T, K, {size}) for network {sizes}; got {shapes}")
-    if len({a.shape[0] for name, a in arrays.items() if name != "theta"}) != 1 or xs.shape[0] < 1:
-        raise ValueError(f"xs, ys, xq, yq must hold the same number T >= 1 of tasks; got {shapes}")
-    if xs.shape[1] != ys.shape[1] or xq.shape[1] != yq.shape[1]:
-        raise ValueError(f"x and y of a set must have the same number of points; got {shapes}")
-    if (not isinstance(inner_lr, numbers.Real) or isinstance(inner_lr, bool)
-            or not np.isfinite(inner_lr) or inner_lr <= 0):
-        raise ValueError(f"inner_lr must be a finite number > 0, got {inner_lr!r}")
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    check_task_sets(net, xs, ys, xq, yq)
+    check_inner_loop(inner_lr, steps)
     if first_order not in (True, False):
         raise TypeError(f"first_order must be True or False, got {first_order!r}")
     return int(xs.shape[0])
