@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 # Three array libraries share one GPU: JAX must not grab 75% of its memory up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from minimaml.backprop import hvp_meta_value_and_grad  # noqa: E402
-from minimaml.mlp import MLP  # noqa: E402
+from minimaml.fastpath.backprop import hvp_meta_value_and_grad  # noqa: E402
+from minimaml.nn import MLP  # noqa: E402
 
 B1, B2, EPS = 0.9, 0.999, 1e-8
 TARGETS = {25: 3.0, 1024: 2.0}   # issue 4: fused kernel vs the faster peer, at T = 25 and T = 1024

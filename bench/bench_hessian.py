@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers  # noqa: E402
 import minimaml  # noqa: E402
-from minimaml.backprop import keep_freed_memory, mlp_hessian  # noqa: E402
-from minimaml.mlp import MLP, mse  # noqa: E402
+from minimaml.fastpath.backprop import keep_freed_memory, mlp_hessian  # noqa: E402
+from minimaml.nn import MLP, mse  # noqa: E402
 from minimaml.tasks import Sinusoid  # noqa: E402
 
 SIZES, ACTIVATION, N = [1, 40, 40, 1], "relu", 10

@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for `import p
 
 import peers  # noqa: E402
 from minimaml import maml  # noqa: E402
-from minimaml.backprop import keep_freed_memory  # noqa: E402
-from minimaml.mlp import MLP  # noqa: E402
+from minimaml.fastpath.backprop import keep_freed_memory  # noqa: E402
+from minimaml.nn import MLP  # noqa: E402
 from minimaml.optim import Adam  # noqa: E402
 from minimaml.tasks import Sinusoid  # noqa: E402
 

@@ -12,7 +12,7 @@ through unless first-order) + one Adam update of θ.
 
 import numpy as np
 
-from minimaml.mlp import MLP
+from minimaml.nn import MLP
 
 ADAM = dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8)
 

@@ -14,8 +14,8 @@ import sys
 import time
 
 from . import __version__
-from .checkpoint import CheckpointError
-from .train import ConfigError, DeviceUnavailable, TrainingDiverged
+from .run.checkpoint import CheckpointError
+from .run.train import ConfigError, DeviceUnavailable, TrainingDiverged
 
 DEFAULT_OUT = os.path.join("runs", "sinusoid")
 
@@ -61,7 +61,7 @@ def _steps_list(text):
 
 
 def build_parser():
-    from .train import DEVICES, DTYPES, METHODS, TrainConfig
+    from .run.train import DEVICES, DTYPES, METHODS, TrainConfig
 
     d = TrainConfig()
     parser = argparse.ArgumentParser(prog="minimaml", description=__doc__,
@@ -156,9 +156,9 @@ def main(argv=None):
 
 # ---------------------------------------------------------------------------------------------
 def cmd_train(args):
-    from .checkpoint import read_checkpoint
-    from .plotting import figure2
-    from .train import TrainConfig, pretrained_config, train
+    from .run.checkpoint import read_checkpoint
+    from .run.plotting import figure2
+    from .run.train import TrainConfig, pretrained_config, train
 
     overrides = {name: value for name, value in (
         ("iterations", args.iterations), ("seed", args.seed), ("inner_lr", args.inner_lr),
@@ -211,8 +211,8 @@ def _per_iteration(result):
 
 
 def cmd_eval(args):
-    from .checkpoint import read_checkpoint
-    from .evaluate import (Protocol, diverged_mask, evaluate, format_table, load_or_train_pretrained,
+    from .run.checkpoint import read_checkpoint
+    from .run.evaluate import (Protocol, diverged_mask, evaluate, format_table, load_or_train_pretrained,
                            protocol_tasks, sharpness)
 
     args.checkpoint = _resolve(args.checkpoint)
@@ -268,9 +268,9 @@ def cmd_eval(args):
 
 
 def cmd_plot(args):
-    from .checkpoint import read_checkpoint
-    from .evaluate import load_or_train_pretrained
-    from .plotting import figure2
+    from .run.checkpoint import read_checkpoint
+    from .run.evaluate import load_or_train_pretrained
+    from .run.plotting import figure2
 
     args.checkpoint = _resolve(args.checkpoint)
     ckpt = read_checkpoint(args.checkpoint)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minimaml import __version__
-from minimaml.checkpoint import read_checkpoint
+from minimaml.run.checkpoint import read_checkpoint
 from minimaml.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -102,7 +102,7 @@ def test_exercise_checks_reject_wrong_answers():
     """Each check_exercise_N refuses a plausible wrong answer (so passing one means something)."""
     import minimaml as mm
     from minimaml.autodiff import defvjp, primitive, raw
-    from minimaml.mlp import MLP
+    from minimaml.nn import MLP
 
     checks = load_checks()
 

@@ -10,7 +10,7 @@ the solution. ``attempt`` runs a check but turns the stub's NotImplementedError 
 import numpy as np
 
 import minimaml as mm
-from minimaml.mlp import MLP, mse
+from minimaml.nn import MLP, mse
 from minimaml.tasks import LinearRegression, Sinusoid
 
 

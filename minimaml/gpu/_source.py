@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backprop import check_inner_loop, check_task_sets
+from ..fastpath.backprop import check_inner_loop, check_task_sets
 
 MAX_LAYERS = 4
 MAX_WIDTH = 64
@@ -37,8 +37,8 @@ KERNEL_FILES = ("maml_fused.cu", "batched_update.cu", "cuda_emulation.h", "emula
 
 
 def kernel_dir():
-    """The folder with the ``.cu`` sources: ``$MINIMAML_KERNEL_DIR``, else ``kernels/`` of the checkout."""
-    folder = Path(os.environ.get("MINIMAML_KERNEL_DIR") or Path(__file__).resolve().parents[2] / "kernels")
+    """The folder with the ``.cu`` sources: ``$MINIMAML_KERNEL_DIR``, else the package's ``gpu/kernels/``."""
+    folder = Path(os.environ.get("MINIMAML_KERNEL_DIR") or Path(__file__).resolve().parent / "kernels")
     if not (folder / "maml_fused.cu").is_file():
         raise FileNotFoundError(
             f"CUDA kernel sources not found in {folder} (looked for maml_fused.cu); minimaml's GPU code"

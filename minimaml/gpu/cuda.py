@@ -109,7 +109,7 @@ def _device_float32(cupy, a):
 def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, first_order=False, *, threads=256):
     """MAML meta-loss and meta-gradient by the fused CUDA kernel (one launch).
 
-    Same contract as ``minimaml.backprop.hvp_meta_value_and_grad``: θ (P,), xs (T, K, in),
+    Same contract as ``minimaml.fastpath.backprop.hvp_meta_value_and_grad``: θ (P,), xs (T, K, in),
     ys (T, K, out), xq (T, Kq, in), yq (T, Kq, out), α = inner_lr > 0, S = steps >= 0;
     ``first_order=True`` drops the Hessian terms. Computed in float32 on the current CuPy device.
 

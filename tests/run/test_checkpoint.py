@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import minimaml
-from minimaml.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from minimaml.mlp import MLP
+from minimaml.run.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from minimaml.nn import MLP
 from minimaml.optim import Adam
 
 

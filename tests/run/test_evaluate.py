@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from minimaml.evaluate import (Protocol, diverged_mask, evaluate, finetune_curves, protocol_tasks, sharpness,
+from minimaml.run.evaluate import (Protocol, diverged_mask, evaluate, finetune_curves, protocol_tasks, sharpness,
                                summarize)
-from minimaml.mlp import MLP
+from minimaml.nn import MLP
 from minimaml.tasks import LinearRegression
 
 

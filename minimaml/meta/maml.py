@@ -19,7 +19,7 @@ against the others:
 * ``"hessian"``:  the formula above with explicit (P, P) Hessians from ``minimaml.hessian``
   (see ``inner_matrices``). O(P²) memory per step: the teaching route.
 * ``"hvp"``:      the same product applied right to left as Hessian-vector products,
-  g ← g − α H_k g, by hand-derived batched backprop (``minimaml.backprop``): the fast route.
+  g ← g − α H_k g, by hand-derived batched backprop (``minimaml.fastpath.backprop``): the fast route.
 * ``"first_order"``: first-order MAML, every (I − α H_k) replaced by I.
 * ``"cuda"`` / ``"cuda-emulated"``: the hvp route as a CUDA kernel (``minimaml.gpu``), float32.
 
@@ -32,9 +32,9 @@ import numbers
 
 import numpy as np
 
-from .autodiff import Tensor, grad, hessian, value_and_grad
-from .backprop import hvp_meta_value_and_grad, mlp_loss_and_grad
-from .mlp import MLP, mse
+from ..autodiff import Tensor, grad, hessian, value_and_grad
+from ..fastpath.backprop import hvp_meta_value_and_grad, mlp_loss_and_grad
+from ..nn import MLP, mse
 
 SECOND_ORDER_METHODS = ("autodiff", "hessian", "hvp")
 METHODS = SECOND_ORDER_METHODS + ("first_order", "cuda", "cuda-emulated")
@@ -212,11 +212,11 @@ def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method="hvp
     if method == "hvp":
         return hvp_meta_value_and_grad(*args, first_order=bool(first_order))
     if method == "cuda":  # imported here: only this route needs CuPy
-        from .gpu import cuda
+        from ..gpu import cuda
 
         return cuda.meta_value_and_grad(*args, first_order=bool(first_order))
     if method == "cuda-emulated":
-        from .gpu import emulated
+        from ..gpu import emulated
 
         return emulated.meta_value_and_grad(*args, first_order=bool(first_order))
     route = {"autodiff": _meta_autodiff, "hessian": _meta_hessian, "first_order": _meta_first_order}[method]

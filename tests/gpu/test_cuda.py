@@ -11,7 +11,7 @@ Tolerance as in test_gpu_emulated.py: loss 1e-5 relative, gradient 1e-4 max-norm
 import numpy as np
 import pytest
 
-from minimaml.backprop import hvp_meta_value_and_grad
+from minimaml.fastpath.backprop import hvp_meta_value_and_grad
 from minimaml.gpu import cuda
 from minimaml.optim import Adam
 
@@ -21,7 +21,7 @@ if not _ok:
 
 import cupy  # noqa: E402  (only reached with a GPU)
 
-from test_gpu_emulated import GRAD_RTOL, LOSS_RTOL, problem, rel_err  # noqa: E402
+from tests.gpu.test_emulated import GRAD_RTOL, LOSS_RTOL, problem, rel_err  # noqa: E402
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])

@@ -14,7 +14,7 @@ import pytest
 
 from minimaml.gpu import _source
 from minimaml.gpu._source import KernelConfig
-from minimaml.mlp import MLP
+from minimaml.nn import MLP
 
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH: cannot compile the CUDA kernels")
@@ -277,7 +277,7 @@ def _numpy_cupy(tmp_path):
 def test_cuda_module_launches_the_kernel_correctly(monkeypatch, tmp_path):
     """minimaml.gpu.cuda end to end with the NumPy stand-in for CuPy: argument order, scalar types,
     the zeroed outputs, launch sizes; the result must match the float64 hvp route."""
-    from minimaml.backprop import hvp_meta_value_and_grad
+    from minimaml.fastpath.backprop import hvp_meta_value_and_grad
     from minimaml.gpu import cuda
     monkeypatch.setitem(sys.modules, "cupy", _numpy_cupy(tmp_path))
     monkeypatch.setattr(cuda, "_modules", {})

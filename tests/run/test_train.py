@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-import minimaml.train as train_mod
-from minimaml.checkpoint import read_checkpoint
-from minimaml.maml import meta_value_and_grad
+import minimaml.run.train as train_mod
+from minimaml.run.checkpoint import read_checkpoint
+from minimaml.meta.maml import meta_value_and_grad
 from minimaml.tasks import Sinusoid
-from minimaml.train import ConfigError, DeviceUnavailable, TrainConfig, TrainingDiverged, train
+from minimaml.run.train import ConfigError, DeviceUnavailable, TrainConfig, TrainingDiverged, train
 
 SMALL = dict(sizes=[1, 20, 20, 1], log_every=10, checkpoint_every=10)
 
@@ -113,7 +113,7 @@ def test_cuda_path_glue_with_a_numpy_stand_in_for_cupy(monkeypatch, tmp_path):
     import types
 
     import minimaml.gpu.cuda as cuda
-    from minimaml.backprop import hvp_meta_value_and_grad
+    from minimaml.fastpath.backprop import hvp_meta_value_and_grad
 
     fake = types.ModuleType("cupy")
     fake.ndarray, fake.float32 = np.ndarray, np.float32

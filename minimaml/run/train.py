@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backprop import keep_freed_memory
+from ..fastpath.backprop import keep_freed_memory
 from .checkpoint import read_checkpoint, save_checkpoint
-from .mlp import MLP
-from .optim import Adam
-from .tasks import Sinusoid
+from ..nn.mlp import MLP
+from ..optim import Adam
+from ..tasks import Sinusoid
 
 METHODS = ("hvp", "first_order", "autodiff", "hessian")
 MODELS = ("maml", "pretrained")
@@ -124,7 +124,7 @@ class TrainResult:
 def _device_module(config):
     """(array module, meta-gradient function, optimizer) for the config's device and method."""
     if config.device == "cuda":
-        from .gpu import cuda   # imports CuPy only when called
+        from ..gpu import cuda   # imports CuPy only when called
 
         ok, why = cuda.available()
         if not ok:
@@ -137,7 +137,7 @@ def _device_module(config):
                                             first_order=first_order)
         return cupy, meta_grad, _CudaAdam(cuda, config.meta_lr)
 
-    from .maml import meta_value_and_grad
+    from ..meta.maml import meta_value_and_grad
 
     def meta_grad(net, theta, xs, ys, xq, yq, inner_lr, steps):
         return meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method=config.method)

@@ -11,11 +11,11 @@
 import numpy as np
 import pytest
 
-from minimaml import maml
+from minimaml.meta import maml
 from minimaml.autodiff import grad
-from minimaml.backprop import mlp_hessian
-from minimaml.maml import METHODS, adapt, inner_matrices, meta_loss, meta_value_and_grad
-from minimaml.mlp import MLP
+from minimaml.fastpath.backprop import mlp_hessian
+from minimaml.meta.maml import METHODS, adapt, inner_matrices, meta_loss, meta_value_and_grad
+from minimaml.nn import MLP
 from minimaml.tasks import LinearRegression, Sinusoid
 
 ALPHA = 0.01

@@ -96,7 +96,7 @@ def read_checkpoint(path):
     Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` for a file that
     is not a readable minimaml checkpoint, both naming the path and the problem.
     """
-    from .mlp import MLP
+    from ..nn.mlp import MLP
 
     path = os.fspath(path)
     if not os.path.exists(path):

@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from .autodiff import ops
+from ..autodiff import ops
 
 ACTIVATIONS = ("relu", "tanh")
 
@@ -133,15 +133,3 @@ class MLP:
                                      or tuple(shape[:-2]) != tuple(theta.shape[:-1])):
             raise ValueError(f"batched theta {tuple(theta.shape)} needs x of shape "
                              f"{tuple(theta.shape[:-1])} + (N, {self.sizes[0]}), got x shape {shape}")
-
-
-def mse(pred, y):
-    """L = mean over points and outputs of (pred − y)²; batched (T, N, out) inputs give (T,)."""
-    if pred.shape != y.shape:
-        raise ValueError(f"pred and y must have the same shape, got {pred.shape} and {y.shape}")
-    d = pred - y
-    sq = d * d
-    if len(pred.shape) >= 3:
-        n = pred.shape[-1] * pred.shape[-2]
-        return ops.mean(sq.reshape(tuple(pred.shape[:-2]) + (n,)), axis=-1)
-    return ops.mean(sq)

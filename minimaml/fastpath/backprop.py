@@ -39,7 +39,7 @@ import os
 
 import numpy as np
 
-from .mlp import MLP
+from ..nn.mlp import MLP
 
 
 def keep_freed_memory():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import minimaml
-from minimaml.mlp import MLP, mse
+from minimaml.nn import MLP, mse
 
 
 def manual_net(layers, x, act):

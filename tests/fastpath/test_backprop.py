@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import minimaml
-from minimaml.backprop import (hvp_meta_value_and_grad, mlp_hessian, mlp_hvp,
+from minimaml.fastpath.backprop import (hvp_meta_value_and_grad, mlp_hessian, mlp_hvp,
                                mlp_loss_and_grad)
-from minimaml.mlp import MLP, mse
+from minimaml.nn import MLP, mse
 from minimaml.tasks import LinearRegression, Sinusoid
 
 EPS = 1e-6
@@ -241,6 +241,6 @@ def test_single_task_routes_reject_bad_input():
 
 
 def test_malloc_tuning_can_be_switched_off(monkeypatch):
-    from minimaml import backprop
+    from minimaml.fastpath import backprop
     monkeypatch.setenv("MINIMAML_DEFAULT_MALLOC", "1")
     assert backprop.keep_freed_memory() is False

@@ -1,5 +1,5 @@
 """The CUDA kernels, compiled for the CPU with kernels/cuda_emulation.h, against the float64 NumPy
-"hvp" route (``minimaml.backprop.hvp_meta_value_and_grad``).
+"hvp" route (``minimaml.fastpath.backprop.hvp_meta_value_and_grad``).
 
 Tolerance: the kernel computes in float32. We require
     |loss − loss_ref| / |loss_ref| <= 1e-5   and   max_i |g_i − g_ref,i| / max_i |g_ref,i| <= 1e-4
@@ -13,10 +13,10 @@ import os
 import numpy as np
 import pytest
 
-from minimaml.backprop import hvp_meta_value_and_grad
+from minimaml.fastpath.backprop import hvp_meta_value_and_grad
 from minimaml.gpu import emulated
 from minimaml.gpu._source import KernelConfig
-from minimaml.mlp import MLP
+from minimaml.nn import MLP
 
 GRAD_RTOL = 1e-4
 LOSS_RTOL = 1e-5
@@ -86,7 +86,7 @@ def test_many_tasks_and_float64_inputs():
 
 
 def test_meta_value_and_grad_routes_to_emulated():
-    from minimaml.maml import meta_value_and_grad
+    from minimaml.meta.maml import meta_value_and_grad
     args = problem((1, 40, 40, 1), "tanh", 3, 10, 10, seed=4) + (0.05, 2)
     loss, grad = meta_value_and_grad(*args, method="cuda-emulated")
     ref_loss, ref_grad = meta_value_and_grad(*args, method="hvp")

@@ -1,0 +1,1 @@
+"""Meta-learning algorithms over one inner loop."""

@@ -1,0 +1,1 @@
+"""Running: the training loop, evaluation, checkpoints and figures."""
