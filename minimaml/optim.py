@@ -15,15 +15,31 @@ import math
 import numpy as np
 
 
-def _check_lr(lr):
-    if not isinstance(lr, (int, float, np.integer, np.floating)) or isinstance(lr, bool):
-        raise TypeError(f"lr must be a real number, got {lr!r} of type {type(lr).__name__}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got lr={lr!r}")
-    return float(lr)
+# The hyper-parameters: name -> (the condition, said in words for the error message).
+_HYPER = {
+    "lr": (lambda x: x > 0, "a finite number > 0"),
+    "b1": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "b2": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "eps": (lambda x: x > 0, "a finite number > 0"),
+}
+
+
+def _check_hyper(name, value):
+    """value as a float, if it is a real number that is finite and in range for hyper-parameter `name`."""
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    ok, words = _HYPER[name]
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"{name} must be {words}, got {name}={value!r}")
+    return float(value)
 
 
 def _check_step_args(theta, grad):
+    # An integer theta would silently stay put: the float update is cast to its dtype and truncated.
+    for name, a in (("theta", theta), ("grad", grad)):
+        if getattr(getattr(a, "dtype", None), "kind", None) != "f":
+            got = f"{a.dtype} array" if hasattr(a, "dtype") else type(a).__name__
+            raise TypeError(f"{name} must be a floating-point array, got {got}; e.g. {name}.astype(np.float64)")
     if getattr(theta, "shape", None) != getattr(grad, "shape", None):
         raise ValueError(
             f"theta and grad must have the same shape, got theta {getattr(theta, 'shape', type(theta))}"
@@ -38,7 +54,7 @@ class SGD:
     """
 
     def __init__(self, lr):
-        self.lr = _check_lr(lr)
+        self.lr = _check_hyper("lr", lr)
 
     def step(self, theta, grad):
         """Return θ − β g (a new array of theta's shape and dtype)."""
@@ -49,8 +65,8 @@ class SGD:
         return {"name": "SGD", "lr": self.lr}
 
     def load_state_dict(self, state):
-        _check_name(state, "SGD")
-        self.lr = _check_lr(float(state["lr"]))
+        _check_state(state, "SGD", ["lr"])
+        self.lr = _check_hyper("lr", state["lr"])
 
     def __repr__(self):
         return f"SGD(lr={self.lr})"
@@ -70,13 +86,8 @@ class Adam:
     """
 
     def __init__(self, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
-        self.lr = _check_lr(lr)
-        for name, b in (("b1", b1), ("b2", b2)):
-            if not (0.0 <= b < 1.0):
-                raise ValueError(f"{name} must be in [0, 1), got {name}={b!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got eps={eps!r}")
-        self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
+        self.lr, self.b1, self.b2, self.eps = (_check_hyper(k, v) for k, v in
+                                               (("lr", lr), ("b1", b1), ("b2", b2), ("eps", eps)))
         self.m = None
         self.v = None
         self.t = 0
@@ -121,17 +132,25 @@ class Adam:
     def load_state_dict(self, state):
         """Restore from ``state_dict()`` output. m and v come back as NumPy arrays; the next
         ``step`` moves them to grad's array module if that differs (e.g. CuPy)."""
-        _check_name(state, "Adam")
-        self.lr = _check_lr(float(state["lr"]))
-        self.b1, self.b2, self.eps = float(state["b1"]), float(state["b2"]), float(state["eps"])
-        self.t = int(state["t"])
-        m, v = state["m"], state["v"]
-        if (m is None) != (v is None) or (m is not None and np.shape(m) != np.shape(v)):
-            raise ValueError("corrupt Adam state: m and v must both be None or arrays of one shape")
-        if m is None and self.t != 0:
-            raise ValueError(f"corrupt Adam state: t={self.t} but no moments m, v")
-        self.m = None if m is None else np.array(m, copy=True)
-        self.v = None if v is None else np.array(v, copy=True)
+        _check_state(state, "Adam", ["lr", "b1", "b2", "eps", "t", "m", "v"])
+        hyper = [_check_hyper(k, state[k]) for k in ("lr", "b1", "b2", "eps")]
+        t, m, v = state["t"], state["m"], state["v"]
+        if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 0:
+            raise ValueError(f"corrupt Adam state: t must be an int >= 0, got t={t!r}")
+        if m is None or v is None:
+            if m is not v or t != 0:
+                raise ValueError(f"corrupt Adam state: m is {_describe(m)}, v is {_describe(v)} and t={t}; the "
+                                 f"moments must both be arrays, or both None before the first step (t=0)")
+        else:
+            m, v = np.array(m, copy=True), np.array(v, copy=True)
+            if m.shape != v.shape or m.dtype.kind != "f" or v.dtype.kind != "f":
+                raise ValueError(f"corrupt Adam state: m and v must be float arrays of one shape, got m "
+                                 f"{_describe(m)} and v {_describe(v)}")
+            if not (np.isfinite(m).all() and np.isfinite(v).all() and (v >= 0).all()):
+                raise ValueError("corrupt Adam state: m and v must be finite, and v >= 0 (a mean of squares)")
+        # Only now, all checked: a bad state leaves the optimizer as it was.
+        self.lr, self.b1, self.b2, self.eps = hyper
+        self.t, self.m, self.v = int(t), m, v
 
     def __repr__(self):
         return f"Adam(lr={self.lr}, b1={self.b1}, b2={self.b2}, eps={self.eps}, t={self.t})"
@@ -148,7 +167,15 @@ def _to_host(a):
     return a.get() if hasattr(a, "get") else np.array(a, copy=True)
 
 
-def _check_name(state, name):
+def _check_state(state, name, keys):
+    """A state_dict of optimizer `name` with all of `keys` (their values are checked by the caller)."""
     got = state.get("name") if hasattr(state, "get") else None
     if got != name:
         raise ValueError(f"state_dict is for optimizer {got!r}, cannot load it into {name}")
+    missing = sorted(k for k in keys if k not in state)
+    if missing:
+        raise ValueError(f"{name} state_dict is missing keys {missing}; it has {sorted(state)}")
+
+
+def _describe(a):
+    return "None" if a is None else f"a {np.asarray(a).dtype} array of shape {np.shape(a)}"

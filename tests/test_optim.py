@@ -110,7 +110,7 @@ def test_bad_betas_eps_and_shapes():
         Adam(b1=1.0)
     with pytest.raises(ValueError, match=r"b2 must be in \[0, 1\), got b2=-0.1"):
         Adam(b2=-0.1)
-    with pytest.raises(ValueError, match=r"eps must be > 0, got eps=0"):
+    with pytest.raises(ValueError, match=r"eps must be a finite number > 0, got eps=0"):
         Adam(eps=0)
     with pytest.raises(TypeError, match=r"lr must be a real number, got '0.1'"):
         SGD("0.1")
@@ -122,3 +122,65 @@ def test_bad_betas_eps_and_shapes():
         opt.step(np.zeros(2), np.ones(2))
     with pytest.raises(ValueError, match=r"state_dict is for optimizer 'SGD', cannot load it into Adam"):
         Adam().load_state_dict(SGD(0.1).state_dict())
+
+
+@pytest.mark.parametrize("theta,grad,match", [
+    (np.array([1, 2, 3]), np.ones(3), r"theta must be a floating-point array, got int64 array"),
+    (np.ones(3), np.array([1, 0, 1]), r"grad must be a floating-point array, got int64 array"),
+    ([1.0, 2.0], np.ones(2), r"theta must be a floating-point array, got list"),
+])
+@pytest.mark.parametrize("opt", [SGD(0.1), Adam(0.1)], ids=["SGD", "Adam"])
+def test_step_refuses_non_float_arrays(opt, theta, grad, match):
+    # An int theta used to come back unchanged: the float update was cast away.
+    with pytest.raises(TypeError, match=match):
+        opt.step(theta, grad)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"eps": float("inf")}, ValueError, r"eps must be a finite number > 0, got eps=inf"),
+    ({"b2": float("nan")}, ValueError, r"b2 must be in \[0, 1\), got b2=nan"),
+    ({"b1": "0.9"}, TypeError, r"b1 must be a real number, got '0.9' of type str"),
+    ({"eps": None}, TypeError, r"eps must be a real number, got None"),
+    ({"b1": True}, TypeError, r"b1 must be a real number, got True"),
+])
+def test_adam_hyperparameters_finite_and_in_range(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Adam(**kwargs)
+
+
+def _adam_state():
+    opt = Adam(0.01)
+    opt.step(np.zeros(3), np.array([1.0, -2.0, 0.5]))
+    return opt.state_dict()
+
+
+MISSING = object()
+
+
+@pytest.mark.parametrize("change,error,match", [
+    ({"lr": MISSING, "b1": MISSING}, ValueError, r"Adam state_dict is missing keys \['b1', 'lr'\]"),
+    ({"lr": "0.1"}, TypeError, r"lr must be a real number, got '0.1'"),
+    ({"eps": float("inf")}, ValueError, r"eps must be a finite number > 0, got eps=inf"),
+    ({"t": -1}, ValueError, r"t must be an int >= 0, got t=-1"),
+    ({"t": 1.5}, ValueError, r"t must be an int >= 0, got t=1.5"),
+    ({"m": np.zeros(2)}, ValueError, r"m and v must be float arrays of one shape, got m a float64 array of "
+                                     r"shape \(2,\)"),
+    ({"m": np.zeros(3, dtype=int), "v": np.zeros(3, dtype=int)}, ValueError, r"float arrays"),
+    ({"v": np.array([1.0, np.nan, 1.0])}, ValueError, r"m and v must be finite, and v >= 0"),
+    ({"v": np.array([1.0, -1.0, 1.0])}, ValueError, r"v >= 0"),
+    ({"m": None, "v": None}, ValueError, r"t=1; the moments must both be arrays, or both None before"),
+    ({"m": None}, ValueError, r"m is None, v is a float64 array of shape \(3,\) and t=1"),
+])
+def test_adam_load_state_dict_refuses_bad_state(change, error, match):
+    state = _adam_state()
+    state.update(change)
+    state = {k: v for k, v in state.items() if v is not MISSING}
+    opt = Adam(lr=0.5)
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(state)
+    assert opt.lr == 0.5 and opt.t == 0 and opt.m is None  # a bad state changes nothing
+
+
+def test_sgd_load_state_dict_names_missing_keys():
+    with pytest.raises(ValueError, match=r"SGD state_dict is missing keys \['lr'\]"):
+        SGD(0.1).load_state_dict({"name": "SGD"})

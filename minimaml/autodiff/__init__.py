@@ -5,5 +5,7 @@ from .ops import (  # noqa: F401
     tanh, transpose, unbroadcast, where,
 )
 from .tensor import Tensor, array_module, defvjp, primitive, raw  # noqa: F401
-from .transforms import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp  # noqa: F401
+from .transforms import (  # noqa: F401
+    check_memory, grad, hessian, hvp, jacobian, jacobian_bytes, jvp, value_and_grad, vjp,
+)
 from .checks import check_grads, numerical_grad  # noqa: F401,E402

@@ -70,11 +70,10 @@ def negative(x):
 
 
 @primitive
-def power(x, p):
-    """x ** p for a constant exponent p (a number or a plain array)."""
-    if isinstance(p, Tensor):
-        raise TypeError("power: the exponent must be a constant (number or plain array), not a Tensor")
-    return x**p
+def power(x, exponent):
+    """x ** exponent for a constant exponent (a number or a plain array). The exponent has no derivative
+    rule, so Primitive refuses a Tensor there when power is called."""
+    return x**exponent
 
 
 defvjp(add, lambda g, ans, x, y: unbroadcast(g, _shape(x), _ndim(ans)),
@@ -86,8 +85,9 @@ defvjp(multiply, lambda g, ans, x, y: unbroadcast(g * y, _shape(x), _ndim(ans)),
 defvjp(divide, lambda g, ans, x, y: unbroadcast(g / y, _shape(x), _ndim(ans)),
                lambda g, ans, x, y: unbroadcast(negative(g) * x / y**2, _shape(y), _ndim(ans)))
 defvjp(negative, lambda g, ans, x: negative(g))
-# d/dx x^p = p x^(p-1); p == 0 is special-cased so that 0 * 0^-1 does not make a NaN.
-defvjp(power, lambda g, ans, x, p: g * (p * x ** (p - 1)) if np.any(p != 0) else g * 0.0)
+# d/dx x^p = p x^(p−1). Where p = 0 the exponent p − 1 becomes 0 (any value would do, it is multiplied by
+# p = 0), so that x = 0 gives 0 · 0⁰ = 0, not 0 · 0⁻¹ = NaN; elementwise, for an array of exponents too.
+defvjp(power, lambda g, ans, x, p: g * (p * x ** (p - 1 + (p == 0))))
 
 
 # ---------------------------------------------------------------- elementwise functions
@@ -167,8 +167,8 @@ defvjp(maximum, lambda g, ans, x, y: unbroadcast(g * _max_share(x, y), _shape(x)
 
 @primitive
 def where(condition, x, y):
-    """x where condition holds, else y. The condition is a constant (it gets no gradient)."""
-    return np.where(raw(condition), x, y)
+    """x where condition holds, else y. The condition is a constant (it gets no gradient): e.g. x > 0."""
+    return np.where(condition, x, y)
 
 
 defvjp(where, None,
@@ -362,10 +362,6 @@ def softmax(x, axis=-1):
 
 
 # ---------------------------------------------------------------- operators and methods on Tensor
-def _rpow(x, base):
-    raise TypeError("power: the exponent must be a constant, not a Tensor (base ** tensor is not supported)")
-
-
 Tensor.__add__ = lambda self, other: add(self, other)
 Tensor.__radd__ = lambda self, other: add(other, self)
 Tensor.__sub__ = lambda self, other: subtract(self, other)
@@ -376,7 +372,7 @@ Tensor.__truediv__ = lambda self, other: divide(self, other)
 Tensor.__rtruediv__ = lambda self, other: divide(other, self)
 Tensor.__neg__ = lambda self: negative(self)
 Tensor.__pow__ = lambda self, p: power(self, p)
-Tensor.__rpow__ = _rpow
+Tensor.__rpow__ = lambda self, base: power(base, self)  # refused: the exponent is a Tensor
 Tensor.__matmul__ = lambda self, other: matmul(self, other)
 Tensor.__rmatmul__ = lambda self, other: matmul(other, self)
 Tensor.__getitem__ = lambda self, index: getitem(self, index.value if isinstance(index, Tensor) else index)
@@ -386,3 +382,45 @@ Tensor.mean = lambda self, axis=None, keepdims=False: mean(self, axis=axis, keep
 Tensor.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
 Tensor.transpose = lambda self, *axes: transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
 Tensor.swapaxes = lambda self, a, b: swapaxes(self, a, b)
+
+
+# ---------------------------------------------------------------- NumPy's own functions called on a Tensor
+# NumPy cannot record a graph. The ufuncs behind the operators, reached by `ndarray + Tensor` or
+# `np.float64(2) * Tensor`, are handed to the engine's op; ufuncs with a boolean answer (comparisons,
+# isfinite) have no derivative and act on the raw values, like Tensor.__lt__; anything else is refused
+# with the name of the op to use instead, rather than failing deep inside NumPy or making an object array.
+_OPERATOR_UFUNCS = {"add": add, "subtract": subtract, "multiply": multiply, "divide": divide,
+                    "true_divide": divide, "negative": negative, "power": power, "matmul": matmul}
+
+
+def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
+    if method == "__call__" and not kwargs:
+        if ufunc.__name__ in _OPERATOR_UFUNCS:
+            return _OPERATOR_UFUNCS[ufunc.__name__](*inputs)
+        if all(t[-1] in "?O" for t in ufunc.types):  # every loop returns bool (or Python objects)
+            return ufunc(*map(raw, inputs))
+    name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
+    raise TypeError(_not_on_tensor(f"np.{name}", ufunc.__name__))
+
+
+def _array_function(self, func, types, args, kwargs):
+    if func in (np.shape, np.ndim, np.size):  # questions about the shape, not the values
+        return func(*map(raw, args), **kwargs)
+    raise TypeError(_not_on_tensor(f"np.{func.__name__}", func.__name__))
+
+
+def _array(self, dtype=None, copy=None):
+    raise TypeError(_not_on_tensor("np.asarray (or np.array)", "asarray"))
+
+
+def _not_on_tensor(call, name):
+    import minimaml  # the top-level names, the ones a user writes as mm.<name>
+    use = (f"use mm.{name}, its differentiable version" if callable(getattr(minimaml, name, None)) else
+           f"minimaml has no differentiable {name}: write it with minimaml ops, or use "
+           f"minimaml.autodiff.raw(x) for the value as a constant (no gradient)")
+    return f"{call} was called on a Tensor (a value being differentiated), which NumPy cannot differentiate; {use}"
+
+
+Tensor.__array_ufunc__ = _array_ufunc
+Tensor.__array_function__ = _array_function
+Tensor.__array__ = _array

@@ -15,6 +15,7 @@ The design is HIPS autograd's (via autodidact), in a few screenfuls:
 Cotangents may carry extra *leading* axes (a batch of cotangents pulled back at once). Every VJP rule acts
 on the trailing axes only, which is how `jacobian` pushes a whole identity matrix through in one pass.
 """
+import inspect
 import itertools
 import sys
 
@@ -40,7 +41,6 @@ class Tensor:
     that are Tensors of the same trace, as (argnum, Tensor) pairs. A leaf has no primitive."""
 
     __slots__ = ("value", "trace", "prim", "args", "kwargs", "parents")
-    __array_ufunc__ = None  # `ndarray + Tensor` must reach Tensor.__radd__, not become an object array
 
     def __init__(self, value, trace, prim=None, args=(), kwargs=None, parents=()):
         self.value, self.trace = value, trace
@@ -57,12 +57,27 @@ class Tensor:
     def __repr__(self):
         return f"Tensor({raw(self)!r}, trace={self.trace})"
 
-    # Comparisons give plain boolean arrays: they are constants, not differentiable.
+    # Comparisons give plain boolean arrays: they are constants, not differentiable. As for ndarray,
+    # `==` is elementwise, so a Tensor has no hash (the engine keys its dicts by id(), never by Tensor).
     def __lt__(self, other): return raw(self) < raw(other)
     def __le__(self, other): return raw(self) <= raw(other)
     def __gt__(self, other): return raw(self) > raw(other)
     def __ge__(self, other): return raw(self) >= raw(other)
-    # Arithmetic operators, indexing and methods are attached in ops.py, next to the primitives.
+    def __eq__(self, other): return raw(self) == raw(other)
+    def __ne__(self, other): return raw(self) != raw(other)
+    __hash__ = None
+
+    # Reading the value as a Python number is a constant too: float(x) carries no gradient. As for ndarray,
+    # it works for a single element only.
+    def __float__(self): return float(raw(self))
+    def __int__(self): return int(raw(self))
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a Tensor of shape {self.shape} is ambiguous: test raw values "
+                             f"with .any() or .all(), or select elementwise with mm.where(condition, x, y)")
+        return bool(raw(self))
+    # Arithmetic operators, indexing, methods and NumPy's hooks are attached in ops.py, next to the primitives.
 
 
 class Primitive:
@@ -73,6 +88,7 @@ class Primitive:
     def __init__(self, fn):
         self.fn, self.name, self.vjps = fn, fn.__name__, {}
         self.vjp_argnum = None  # optional rule(argnum, g, ans, *args) for primitives with any number of args
+        self.argnames = inspect.getfullargspec(fn).args  # for error messages
         self.__doc__ = fn.__doc__
 
     def __repr__(self):
@@ -84,6 +100,10 @@ class Primitive:
             return self._call_raw(args, kwargs)
         argvals = tuple(a.value if isinstance(a, Tensor) and a.trace == trace else a for a in args)
         parents = tuple((i, a) for i, a in enumerate(args) if isinstance(a, Tensor) and a.trace == trace)
+        for i, _ in parents:  # refuse now, not in a reverse pass that may never come or come much later
+            if i not in self.vjps and self.vjp_argnum is None:
+                raise TypeError(f"{self.name}: {self.argnames[i]} must be a constant (a number or plain array), "
+                                f"not a Tensor being differentiated: {self.name} has no derivative rule for it")
         ans = self(*argvals, **kwargs)  # recursion peels Tensors of outer traces, one trace per level
         return Tensor(ans, trace, self, argvals, kwargs, parents)
 
@@ -140,12 +160,10 @@ def backward(end, g, starts):
         if g is None:
             continue
         for argnum, parent in node.parents:
-            rule = node.prim.vjps.get(argnum)
+            rule = node.prim.vjps.get(argnum)  # every parent has a rule: Primitive.__call__ made sure
             if rule is not None:
                 gp = rule(g, node.value, *node.args, **node.kwargs)
-            elif node.prim.vjp_argnum is not None:
-                gp = node.prim.vjp_argnum(argnum, g, node.value, *node.args, **node.kwargs)
             else:
-                raise TypeError(f"{node.prim.name} is not differentiable with respect to argument {argnum}")
+                gp = node.prim.vjp_argnum(argnum, g, node.value, *node.args, **node.kwargs)
             grads[id(parent)] = add(grads[id(parent)], gp) if id(parent) in grads else gp
     return [grads.get(id(s)) for s in starts]

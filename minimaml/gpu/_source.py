@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fastpath.backprop import check_inner_loop, check_task_sets
+from ..meta import checks
 
 MAX_LAYERS = 4
 MAX_WIDTH = 64
@@ -184,18 +184,15 @@ def _check_float_array(name, a):
 
 
 def check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps, first_order):
-    """Validate the arguments of ``meta_value_and_grad``; returns T, the number of tasks."""
-    if not hasattr(net, "sizes") or not hasattr(net, "activation"):
-        raise TypeError(f"net must be a minimaml MLP (with .sizes and .activation), got {type(net).__name__}")
-    arrays = {"theta": theta, "xs": xs, "ys": ys, "xq": xq, "yq": yq}
-    for name, a in arrays.items():
+    """Validate the arguments of ``meta_value_and_grad`` with the one check every route uses
+    (``minimaml.meta.checks``), plus what the kernel needs: an MLP without batch norm, with MSE.
+    Returns T, the number of tasks."""
+    from ..nn import MLP
+    if not isinstance(net, MLP) or net.norm is not None:
+        raise TypeError(f"the CUDA kernel runs a minimaml MLP without batch norm, got {net!r}; use method='hvp'")
+    checks.check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps)
+    for name, a in {"xs": xs, "ys": ys, "xq": xq, "yq": yq}.items():
         _check_float_array(name, a)
-    sizes = list(net.sizes)
-    num_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
-    if tuple(theta.shape) != (num_params,):
-        raise ValueError(f"theta must have shape ({num_params},) for network {sizes}, got {tuple(theta.shape)}")
-    check_task_sets(net, xs, ys, xq, yq)
-    check_inner_loop(inner_lr, steps)
     if first_order not in (True, False):
         raise TypeError(f"first_order must be True or False, got {first_order!r}")
     return int(xs.shape[0])

@@ -82,8 +82,36 @@ def available():
 
 
 def compile_options(config=None):
-    """NVRTC options for one configuration (None: batched_update.cu, which has none)."""
+    """The options we give ``cupy.RawModule`` for one configuration (None: batched_update.cu, which
+    has none). CuPy adds its own before NVRTC sees them: ``nvrtc_options`` has the full list."""
     return ("-std=c++17",) + (config.flags() if config is not None else ())
+
+
+#: The GPU ``nvrtc_options`` compiles for when there is none to ask (the NVRTC check in CI):
+#: compute capability 9.0, the H100 and H200 minimaml's kernel is measured on.
+REFERENCE_ARCH = "90"
+
+
+def nvrtc_options(config=None, arch=REFERENCE_ARCH):
+    """Every option NVRTC gets when ``cupy.RawModule`` compiles with ``compile_options(config)`` on
+    a GPU of compute capability ``arch``: ours, then what CuPy 13 appends (read in CuPy 13.6:
+    ``assemble_cupy_compiler_options`` in cupy/_core/core.pyx; ``_compile_with_cache_cuda`` and
+    ``compile_using_nvrtc`` in cupy/cuda/compiler.py):
+
+    * ``-ftz=true``: denormal floats flush to zero on the GPU (the CPU build keeps them);
+    * ``-arch=sm_XX``: NVRTC compiles all the way to the GPU's machine code (ptxas included).
+      CuPy gives ``-arch=compute_XX`` (PTX only) instead when CUPY_COMPILE_WITH_PTX=1 or the GPU
+      is newer than its NVRTC knows;
+    * ``--device-as-default-execution-space`` (NVRTC 12 and later): a function without
+      ``__device__`` is a device function, where nvcc would make it a host function.
+
+    Left out: ``--std=c++11``, which CuPy adds only when no ``-std`` is given (we give one), and
+    the ``-I`` folders of CuPy's and CUDA's headers, which change nothing while the kernels
+    include no header (tests/gpu/test_nvrtc.py checks that they do not).
+    ``minimaml.gpu.nvrtc`` compiles with this list, so CI and the GPU compile the same way.
+    """
+    cupy_adds = ("-ftz=true", f"-arch=sm_{arch}", "--device-as-default-execution-space")
+    return compile_options(config) + cupy_adds
 
 
 def _function(cupy, source_name, config, name):
@@ -109,7 +137,7 @@ def _device_float32(cupy, a):
 def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, first_order=False, *, threads=256):
     """MAML meta-loss and meta-gradient by the fused CUDA kernel (one launch).
 
-    Same contract as ``minimaml.fastpath.backprop.hvp_meta_value_and_grad``: θ (P,), xs (T, K, in),
+    Same contract as ``minimaml.meta_value_and_grad(..., method="hvp")``: θ (P,), xs (T, K, in),
     ys (T, K, out), xq (T, Kq, in), yq (T, Kq, out), α = inner_lr > 0, S = steps >= 0;
     ``first_order=True`` drops the Hessian terms. Computed in float32 on the current CuPy device.
 

@@ -44,7 +44,7 @@ def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, first_order
                         threads=DEFAULT_THREADS, params_in_shared=None):
     """MAML meta-loss and meta-gradient by the fused CUDA kernel, run on the CPU.
 
-    Same contract as ``minimaml.fastpath.backprop.hvp_meta_value_and_grad``: θ (P,), xs (T, K, in),
+    Same contract as ``minimaml.meta_value_and_grad(..., method="hvp")``: θ (P,), xs (T, K, in),
     ys (T, K, out), xq (T, Kq, in), yq (T, Kq, out), α = inner_lr > 0, S = steps >= 0;
     ``first_order=True`` drops the Hessian terms. Computed in float32. ``threads`` (CUDA threads
     per block) and ``params_in_shared`` (where θ and g live; None: shared memory if they fit) pick

@@ -1,1 +1,1 @@
-"""Meta-learning algorithms over one inner loop."""
+"""Meta-learning algorithms over one inner loop (``inner.py``), with one argument check (``checks.py``)."""

@@ -1,3 +1,3 @@
 """Models as pure functions of a flat parameter vector θ, and the losses they are trained with."""
-from .losses import mse  # noqa: F401
-from .mlp import MLP  # noqa: F401
+from .losses import accuracy, mse, softmax_cross_entropy  # noqa: F401
+from .mlp import MLP, batch_norm  # noqa: F401

@@ -5,23 +5,40 @@ apply the activation σ (ReLU or tanh), the last layer does not:
 
     h_0 = x,   h_{l+1} = σ(h_l W_l + b_l),   net(θ, x) = h_{L-1} W_{L-1} + b_{L-1}
 
-All weights live in one vector, in this order (C order inside each matrix):
+With ``norm="batch"`` every hidden layer is dense → batch norm → activation, the MAML paper's
+Omniglot network (Finn et al. 2017, §5.2):
 
-    θ = concat(W_0.ravel(), b_0, W_1.ravel(), b_1, ...)        shape (P,)
+    h_{l+1} = σ(γ_l ⊙ ẑ_l + β_l),   ẑ_l = (z_l − μ_l) / √(v_l + ε),
+
+μ_l and v_l the mean and biased (1/N) variance of z_l over the N points of *one task in one call*
+(per feature): the support set in the inner loop, the query set for the query loss, at
+meta-training and at test alike. Never pooled across tasks, no running averages.
+
+All parameters live in one vector, layer after layer (C order inside each matrix):
+
+    θ = concat(W_0.ravel(), b_0, [γ_0, β_0], W_1.ravel(), b_1, [γ_1, β_1], ...)   shape (P,)
 
 so that derivatives w.r.t. θ are plain vectors and matrices: the gradient is (P,), the Hessian
 (P, P). The same code runs batched over tasks: θ of shape (T, P) with x of shape (T, N, fan_in)
-gives (T, N, fan_out), one network per task. It uses only ``@``, ``+``, slicing, ``.reshape``
-and ``ops.relu`` / ``ops.tanh``, so it runs on NumPy arrays and on engine Tensors alike.
+gives (T, N, fan_out), one network per task (``batched = True`` tells minimaml so). It uses only
+engine ops, so it runs on NumPy arrays and on engine Tensors alike.
 """
 
 import numbers
+from collections import namedtuple
 
 import numpy as np
 
 from ..autodiff import ops
+from ..tasks.base import as_rng
 
 ACTIVATIONS = ("relu", "tanh")
+NORMS = (None, "batch")
+BN_EPS = 1e-3   # the MAML paper's code (tf.contrib.layers.batch_norm's default)
+
+# Where layer l lives in θ: W_l = θ[w:b].reshape(fan_in, fan_out), b_l = θ[b:gamma or end],
+# and with batch norm γ_l = θ[gamma:beta], β_l = θ[beta:end] (gamma = beta = None without).
+Layer = namedtuple("Layer", "fan_in fan_out w b gamma beta end")
 
 
 class MLP:
@@ -35,7 +52,9 @@ class MLP:
     (10, 1)
     """
 
-    def __init__(self, sizes, activation="relu"):
+    batched = True   # net(θ (T, P), x (T, N, in)) runs T networks at once
+
+    def __init__(self, sizes, activation="relu", norm=None):
         sizes = list(sizes) if isinstance(sizes, (list, tuple)) else sizes
         if (not isinstance(sizes, list) or len(sizes) < 2
                 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0
@@ -43,24 +62,46 @@ class MLP:
             raise ValueError(f"sizes must be a list of at least 2 positive ints, got {sizes!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
         self.sizes = [int(n) for n in sizes]
         self.activation = activation
+        self.norm = norm
         self._act = ops.relu if activation == "relu" else ops.tanh
-        # (fan_in, fan_out, start of W, start of b, end of b) per layer: the flat layout.
-        self.slices = []
+        self.layers = []
         offset = 0
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            w_end = offset + fan_in * fan_out
-            self.slices.append((fan_in, fan_out, offset, w_end, w_end + fan_out))
-            offset = w_end + fan_out
+        for l, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            b = offset + fan_in * fan_out
+            end = b + fan_out
+            gamma = beta = None
+            if norm == "batch" and l < len(self.sizes) - 2:   # hidden layers only
+                gamma, beta, end = end, end + fan_out, end + 2 * fan_out
+            self.layers.append(Layer(fan_in, fan_out, offset, b, gamma, beta, end))
+            offset = end
         self.num_params = offset
 
     def __repr__(self):
-        return f"MLP({self.sizes}, activation={self.activation!r})"
+        norm = f", norm={self.norm!r}" if self.norm else ""
+        return f"MLP({self.sizes}, activation={self.activation!r}{norm})"
 
     @property
     def num_layers(self):
-        return len(self.slices)
+        return len(self.layers)
+
+    @property
+    def slices(self):
+        """(fan_in, fan_out, start of W, start of b, end of b) per layer: the dense parts of θ."""
+        return [(L.fan_in, L.fan_out, L.w, L.b, L.b + L.fan_out) for L in self.layers]
+
+    def describe(self):
+        """The model as a JSON-able dict (what a checkpoint stores); ``from_description`` inverts it."""
+        return {"kind": "mlp", "sizes": list(self.sizes), "activation": self.activation, "norm": self.norm}
+
+    @classmethod
+    def from_description(cls, d):
+        if d.get("kind", "mlp") != "mlp":
+            raise ValueError(f"not an MLP description: {d!r}")
+        return cls(d["sizes"], d.get("activation", "relu"), d.get("norm"))
 
     # -- parameters ---------------------------------------------------------------------------
     def init(self, seed=0):
@@ -69,36 +110,55 @@ class MLP:
         Weights and biases are drawn U[−1/√fan_in, 1/√fan_in] (PyTorch's ``nn.Linear``
         default, used by most MAML re-implementations). Non-zero first-layer biases matter for
         1-D regression: with zero biases every first-layer ReLU would have its kink at x = 0.
+        Batch norm starts as the identity map: γ = 1, β = 0.
         """
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = as_rng(seed)  # checks the seed: an int >= 0, a Generator, or None
         theta = np.empty(self.num_params)
-        for fan_in, fan_out, w0, w1, b1 in self.slices:
-            bound = 1.0 / np.sqrt(fan_in)
-            theta[w0:b1] = rng.uniform(-bound, bound, size=b1 - w0)
+        for L in self.layers:
+            bound = 1.0 / np.sqrt(L.fan_in)
+            theta[L.w:L.b + L.fan_out] = rng.uniform(-bound, bound, size=L.b + L.fan_out - L.w)
+            if L.gamma is not None:
+                theta[L.gamma:L.beta], theta[L.beta:L.end] = 1.0, 0.0
         return theta
 
     def unflatten(self, theta):
-        """θ (..., P) -> [(W_0, b_0), ...] with W_l (..., fan_in, fan_out), b_l (..., fan_out).
+        """θ (..., P) -> per layer (W_l, b_l), or (W_l, b_l, γ_l, β_l) with batch norm;
+        W_l (..., fan_in, fan_out), the others (..., fan_out).
 
         On ndarrays these are views into θ, so writing into them writes into θ.
         """
         self._check_theta(theta)
         lead = tuple(theta.shape[:-1])
-        return [(theta[..., w0:w1].reshape(lead + (fan_in, fan_out)), theta[..., w1:b1])
-                for fan_in, fan_out, w0, w1, b1 in self.slices]
+        out = []
+        for L in self.layers:
+            W = theta[..., L.w:L.b].reshape(lead + (L.fan_in, L.fan_out))
+            b = theta[..., L.b:L.b + L.fan_out]
+            out.append((W, b) if L.gamma is None else
+                       (W, b, theta[..., L.gamma:L.beta], theta[..., L.beta:L.end]))
+        return out
 
     def flatten(self, layers):
-        """[(W_0, b_0), ...] -> θ (..., P): the inverse of ``unflatten`` (NumPy arrays)."""
+        """The inverse of ``unflatten`` (NumPy arrays): per-layer tuples -> θ (..., P)."""
         if len(layers) != self.num_layers:
-            raise ValueError(f"expected {self.num_layers} (W, b) pairs, got {len(layers)}")
+            raise ValueError(f"expected {self.num_layers} layers, got {len(layers)}")
         parts = []
-        for (W, b), (fan_in, fan_out, *_) in zip(layers, self.slices):
-            W, b = np.asarray(W), np.asarray(b)
-            if W.shape[-2:] != (fan_in, fan_out) or b.shape[-1:] != (fan_out,):
-                raise ValueError(f"layer expects W (..., {fan_in}, {fan_out}) and b (..., {fan_out}), "
-                                 f"got W {W.shape} and b {b.shape}")
-            parts += [W.reshape(W.shape[:-2] + (-1,)), b]
+        for params, L in zip(layers, self.layers):
+            want = 2 if L.gamma is None else 4
+            if len(params) != want:
+                raise ValueError(f"layer expects {'(W, b)' if want == 2 else '(W, b, gamma, beta)'}, "
+                                 f"got {len(params)} arrays")
+            W, *vectors = (np.asarray(p) for p in params)
+            if W.shape[-2:] != (L.fan_in, L.fan_out) or any(v.shape[-1:] != (L.fan_out,) for v in vectors):
+                raise ValueError(f"layer expects W (..., {L.fan_in}, {L.fan_out}) and vectors "
+                                 f"(..., {L.fan_out}), got {[W.shape] + [v.shape for v in vectors]}")
+            parts += [W.reshape(W.shape[:-2] + (-1,))] + vectors
         return np.concatenate(parts, axis=-1)
+
+    def head_mask(self):
+        """Boolean (P,): True on the last layer's W and b (the "head"), False elsewhere."""
+        mask = np.zeros(self.num_params, dtype=bool)
+        mask[self.layers[-1].w:] = True
+        return mask
 
     # -- the function -------------------------------------------------------------------------
     def __call__(self, theta, x):
@@ -109,11 +169,17 @@ class MLP:
         self._check_theta(theta)
         self._check_x(theta, x)
         lead = tuple(theta.shape[:-1])
+
+        def per_task(v):    # (T, C) -> (T, 1, C): broadcast a per-task vector over the N points
+            return v.reshape(lead + (1, v.shape[-1])) if lead else v
+
         h = x
-        for l, (W, b) in enumerate(self.unflatten(theta)):
-            # Batched θ: b is (T, out); (T, 1, out) broadcasts it over the N points of each task.
-            h = h @ W + (b.reshape(lead + (1, b.shape[-1])) if lead else b)
+        for l, params in enumerate(self.unflatten(theta)):
+            W, b = params[:2]
+            h = h @ W + per_task(b)
             if l < self.num_layers - 1:
+                if len(params) == 4:
+                    h = batch_norm(h, per_task(params[2]), per_task(params[3]))
                 h = self._act(h)
         return h
 
@@ -133,3 +199,14 @@ class MLP:
                                      or tuple(shape[:-2]) != tuple(theta.shape[:-1])):
             raise ValueError(f"batched theta {tuple(theta.shape)} needs x of shape "
                              f"{tuple(theta.shape[:-1])} + (N, {self.sizes[0]}), got x shape {shape}")
+        if self.norm == "batch" and len(shape) >= 2 and shape[-2] < 1:
+            raise ValueError(f"batch norm needs at least one point per task, got x shape {shape}")
+
+
+def batch_norm(z, gamma, beta, eps=BN_EPS):
+    """γ ⊙ (z − μ) / √(v + ε) + β with μ, v the mean and biased variance of z over its points
+    (axis −2), per feature: z (..., N, C), γ and β broadcastable to it."""
+    mu = ops.mean(z, axis=-2, keepdims=True)
+    c = z - mu
+    var = ops.mean(c * c, axis=-2, keepdims=True)
+    return gamma * (c / ops.sqrt(var + eps)) + beta

@@ -93,7 +93,7 @@ def finetune_curves(net, theta, xs, ys, xq, yq, inner_lr, max_steps, backtrack=F
     increases and no task can diverge; tasks whose steps all decrease it are fine-tuned exactly
     as without it.
     """
-    from ..fastpath.backprop import mlp_loss_and_grad
+    from ..fastpath import mlp_loss_and_grad
     from ..meta.maml import query_loss
 
     theta = np.asarray(theta, dtype=np.float64)
@@ -188,11 +188,11 @@ def sharpness(net, theta, xs, ys, iterations=100, exact=False, seed=0):
     Gradient descent with step α on task t is stable near θ only if λ_max(H_t) < 2/α (the error
     along the top eigenvector is multiplied by 1 − αλ each step). By default: power iteration
     v ← H_t v / ‖H_t v‖ for all tasks at once, with exact Hessian-vector products
-    (``minimaml.fastpath.backprop.mlp_hvp``), returning the Rayleigh quotient vᵀH_t v (the eigenvalue of
+    (``minimaml.fastpath.mlp_hvp``), returning the Rayleigh quotient vᵀH_t v (the eigenvalue of
     largest magnitude, converged to a few digits in ~100 iterations). ``exact=True`` forms each
     (P, P) Hessian (``mlp_hessian``) and takes its top eigenvalue: exact but O(P³) per task.
     """
-    from ..fastpath.backprop import mlp_hessian, mlp_hvp
+    from ..fastpath import mlp_hessian, mlp_hvp
 
     theta = np.asarray(theta, dtype=np.float64)
     if exact:

@@ -11,7 +11,7 @@ from ..tasks import Sinusoid
 
 def adapted_predictions(net, theta, xs, ys, x, inner_lr, steps):
     """{s: net(θ_s, x)} for s in ``steps``, θ_s after s gradient steps on (xs, ys) (K, 1)."""
-    from ..fastpath.backprop import mlp_loss_and_grad
+    from ..fastpath import mlp_loss_and_grad
 
     theta = np.asarray(theta, dtype=np.float64)[None]           # (1, P): a batch of one task
     out = {}

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..fastpath.backprop import keep_freed_memory
 from .checkpoint import read_checkpoint, save_checkpoint
 from ..nn.mlp import MLP
 from ..optim import Adam
@@ -180,7 +179,6 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
     Raises ``TrainingDiverged`` if the meta-loss turns NaN/inf; the checkpoint on disk is then
     the last good one.
     """
-    keep_freed_memory()  # NumPy temporaries: reuse freed memory instead of page-faulting (backprop.py)
     if resume:
         if checkpoint is None:
             raise ValueError("resume=True needs the checkpoint path to resume from")

@@ -12,6 +12,7 @@ reproducible from its seed.
 """
 
 import dataclasses
+import math
 import numbers
 
 import numpy as np
@@ -47,20 +48,46 @@ def _positive_int(name, value):
     return int(value)
 
 
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _range(name, value):
-    lo, hi = (float(v) for v in value)
-    if not lo <= hi:
-        raise ValueError(f"{name} must be (low, high) with low <= high, got {value!r}")
+    """(low, high) as floats, low <= high, with low, high and the width high − low finite: NumPy's uniform
+    sampler overflows on an infinite width."""
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):  # not a pair
+        lo = hi = None
+    if not (_is_real(lo) and _is_real(hi)):
+        raise TypeError(f"{name} must be a pair of real numbers (low, high), got {value!r}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi and math.isfinite(hi - lo)):
+        raise ValueError(f"{name} must be (low, high) with finite low <= high (and a finite width high − low), "
+                         f"got {(lo, hi)!r}")
     return lo, hi
 
 
+def _nonnegative(name, value):
+    """value as a float, if it is a finite real number >= 0."""
+    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+        error = ValueError if _is_real(value) else TypeError
+        raise error(f"{name} must be a finite real number >= 0, got {value!r}")
+    return float(value)
+
+
 def as_rng(rng):
-    """A np.random.Generator from a Generator, an int seed, or None (fresh entropy)."""
+    """A np.random.Generator from a Generator, an int seed >= 0, or None (fresh entropy). The one place
+    seeds are checked: task sampling and ``MLP.init`` both come here."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        if rng < 0:  # NumPy's own error ("expected non-negative integer") names neither the seed nor its value
+            raise ValueError(f"seed must be an int >= 0, got {rng}")
         return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a np.random.Generator or an int seed, got {type(rng).__name__}")
+    raise TypeError(f"rng must be a np.random.Generator, an int seed >= 0 or None, got {type(rng).__name__}")
 
 
 def _split(x, y, K, params):

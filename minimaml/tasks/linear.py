@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .base import _positive_int, _split, as_rng
+from .base import _nonnegative, _positive_int, _split, as_rng
 
 
 class LinearRegression:
@@ -22,9 +22,7 @@ class LinearRegression:
 
     def __init__(self, dim=1, noise=0.0):
         self.dim = _positive_int("dim", dim)
-        if not (np.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-        self.noise = float(noise)
+        self.noise = _nonnegative("noise", noise)
 
     def __repr__(self):
         return f"LinearRegression(dim={self.dim}, noise={self.noise})"

@@ -227,3 +227,26 @@ def test_batched_cotangents_equal_one_at_a_time(f, shape):
     J = mm.jacobian(f)(x)
     J_rows = np.stack([pullback(e.reshape(np.shape(out))) for e in np.eye(np.size(out))])
     np.testing.assert_allclose(J.reshape(np.size(out), -1), J_rows.reshape(np.size(out), -1), atol=1e-13)
+
+
+def test_power_derivative_at_zero_with_zero_exponents():
+    """d/dx x^p = p x^(p-1) is 0 where p = 0, also at x = 0 (not 0 · 0⁻¹ = NaN), elementwise in an array p."""
+    p = np.array([0.0, 2.0, 1.0, 0.0])
+    x = np.array([0.0, 0.0, 0.0, 1.5])
+    np.testing.assert_array_equal(mm.grad(lambda x: mm.sum(mm.power(x, p)))(x), [0.0, 0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(mm.hessian(lambda x: mm.sum(mm.power(x, p)))(x), np.diag([0.0, 2.0, 0.0, 0.0]))
+    assert mm.grad(mm.grad(lambda x: x**1))(0.0) == 0.0
+
+
+def test_constant_arguments_refuse_a_tensor_when_called():
+    """An argument without a derivative rule (power's exponent, where's condition) must be a constant; a
+    Tensor there is refused at the call, before any reverse pass."""
+    def f(x):
+        with pytest.raises(TypeError, match=r"power: exponent must be a constant .*not a Tensor"):
+            mm.power(x, x)
+        with pytest.raises(TypeError, match=r"power: exponent must be a constant"):
+            np.ones(3) ** x
+        with pytest.raises(TypeError, match=r"where: condition must be a constant"):
+            mm.where(x, x, 0.0)
+        return mm.sum(x)
+    mm.grad(f)(np.ones(3))

@@ -173,3 +173,51 @@ def test_exponent_must_be_constant_and_argnums_checked():
         mm.grad(lambda x: mm.sum(2.0**x))(np.ones(2))
     with pytest.raises(ValueError, match="argnums=2"):
         mm.grad(lambda x, y: x * y, argnums=2)(1.0, 2.0)
+
+
+def test_tangent_and_vector_shapes_must_equal_the_primal_shape():
+    f = lambda x: mm.sum(x**3)  # noqa: E731
+    x = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"hvp: v must have the shape of x, \(3,\); got \(3, 3\)"):
+        mm.hvp(f, x, np.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"jvp: the tangent must have the shape of x, \(3,\); got \(1,\)"):
+        mm.jvp(mm.sin, (x,), (np.ones(1),))
+    with pytest.raises(TypeError, match=r"jvp: primals and tangents must be tuples.*jvp\(f, \(x,\), \(v,\)\)"):
+        mm.jvp(mm.sin, x, x)
+    with pytest.raises(ValueError, match=r"jvp: one primal"):
+        mm.jvp(lambda a, b: a * b, (x, x), (x, x))
+
+
+def test_jacobian_accepts_what_grad_accepts():
+    np.testing.assert_allclose(mm.jacobian(mm.sin)(0.5), np.cos(0.5))
+    np.testing.assert_allclose(mm.hessian(mm.sin)(0.5), -np.sin(0.5))
+    with pytest.raises(TypeError, match=r"jacobian: argument 0 is the integer 3"):
+        mm.jacobian(mm.sin)(3)
+
+
+def test_keyword_arguments_pass_through_undifferentiated():
+    f = lambda x, y=1.0, scale=1.0: mm.sum(scale * x**2 * y)  # noqa: E731
+    x = np.array([1.0, 2.0])
+    np.testing.assert_allclose(mm.grad(f)(x, y=3.0), 6 * x)
+    val, g = mm.value_and_grad(f, argnums=(0, 1))(x, 2.0, scale=0.5)
+    np.testing.assert_allclose(val, 5.0)
+    np.testing.assert_allclose(g[0], 2 * x)
+    np.testing.assert_allclose(mm.vjp(f, x, y=3.0)[1](1.0), 6 * x)
+    np.testing.assert_allclose(mm.jacobian(f)(x, y=3.0), 6 * x)
+    np.testing.assert_allclose(mm.hessian(f)(x, y=3.0), 6 * np.eye(2))
+
+
+def test_hessian_too_large_is_refused_before_any_work(monkeypatch):
+    def f(x):
+        raise AssertionError("f must not be called: the size alone decides")
+    with pytest.raises(MemoryError, match=r"hessian of 30000 inputs: the \(30000, 30000\) float64 result.*"
+                                          r"about 28.8 GB.*budget max_bytes.*0.001 GB.*hvp"):
+        mm.hessian(f, max_bytes=10**6)(np.zeros(30000))
+    monkeypatch.setattr(mm.autodiff.transforms, "_available_bytes", lambda: 2 * 10**9)
+    with pytest.raises(MemoryError, match=r"about 28.8 GB, more than the memory available \(2 GB\).*hvp"):
+        mm.hessian(f)(np.zeros(30000))
+    with pytest.raises(MemoryError, match=r"jacobian of 2000 inputs: the \(3000, 2000\) float64 result"):
+        mm.jacobian(lambda x: mm.concatenate([x, x[:1000]]), max_bytes=10**6)(np.zeros(2000))
+    assert mm.autodiff.jacobian_bytes(30000, 30000, np.float64) > 30000**2 * 8
+    mm.autodiff.check_memory(10**6, "a small thing", max_bytes=10**7)  # fits: no error
+    np.testing.assert_allclose(mm.hessian(lambda x: mm.sum(x**3), max_bytes=10**6)(np.ones(3)), 6 * np.eye(3))

@@ -2,18 +2,23 @@
 
 Runs only where CuPy and a CUDA GPU are present (``bench/gpu_check.sh`` runs it on a GPU machine);
 elsewhere the module is skipped with the reason. The CPU-side checks of the same code live in
-test_gpu_kernels.py (compilation, no spills, errors without CuPy) and test_gpu_emulated.py (the
-same kernel source, run on the CPU, against the same reference and tolerance).
+test_kernels.py (compilation with nvcc, no spills, errors without CuPy), test_nvrtc.py (compilation
+with NVRTC and the options below) and test_emulated.py (the same kernel source, run on the CPU,
+against the same reference and tolerance).
 
-Tolerance as in test_gpu_emulated.py: loss 1e-5 relative, gradient 1e-4 max-norm relative.
+Tolerance as in test_emulated.py: loss 1e-5 relative, gradient 1e-4 max-norm relative.
 """
 
 import numpy as np
 import pytest
 
-from minimaml.fastpath.backprop import hvp_meta_value_and_grad
-from minimaml.gpu import cuda
+from minimaml.gpu import _source, cuda
 from minimaml.optim import Adam
+
+from functools import partial
+
+from minimaml.meta.maml import meta_value_and_grad
+hvp_meta_value_and_grad = partial(meta_value_and_grad, method="hvp")   # the fast NumPy route
 
 _ok, _reason = cuda.available()
 if not _ok:
@@ -49,6 +54,27 @@ def test_other_configuration_and_numpy_inputs():
     ref_loss, ref_grad = hvp_meta_value_and_grad(net, theta, xs, ys, xq, yq, 0.05, 3)
     assert rel_err(grad.get(), ref_grad) <= GRAD_RTOL
     assert abs(float(loss) - ref_loss) <= LOSS_RTOL * ref_loss
+
+
+def test_cupy_gives_nvrtc_the_options_of_nvrtc_options(monkeypatch):
+    """test_nvrtc.py compiles the kernels in CI with cuda.nvrtc_options, standing in for CuPy. Here
+    CuPy's own call to NVRTC is watched: it must get those options (its -I folders aside), so a
+    CuPy that passes other ones shows up."""
+    from cupy.cuda import compiler
+    seen = []
+    compile_program = compiler._NVRTCProgram.compile
+
+    def spy(self, options=(), *args, **kwargs):
+        seen.append(tuple(options))
+        return compile_program(self, options, *args, **kwargs)
+
+    monkeypatch.setattr(compiler._NVRTCProgram, "compile", spy)
+    monkeypatch.setenv("CUPY_CACHE_IN_MEMORY", "1")   # compile now, not load CuPy's cached binary
+    config = _source.KernelConfig((1, 5, 1), "relu", 3, 4)   # compiled by no other test
+    module = cupy.RawModule(code=_source.read_source("maml_fused.cu"), options=cuda.compile_options(config))
+    module.get_function("maml_fused_meta_grad")   # CuPy compiles on first use
+    arch = cupy.cuda.Device().compute_capability
+    assert [o for o in seen[-1] if not o.startswith("-I")] == list(cuda.nvrtc_options(config, arch))
 
 
 def test_batched_update():

@@ -1,5 +1,5 @@
 """The CUDA kernels, compiled for the CPU with kernels/cuda_emulation.h, against the float64 NumPy
-"hvp" route (``minimaml.fastpath.backprop.hvp_meta_value_and_grad``).
+"hvp" route (``minimaml.meta_value_and_grad(..., method="hvp")``).
 
 Tolerance: the kernel computes in float32. We require
     |loss − loss_ref| / |loss_ref| <= 1e-5   and   max_i |g_i − g_ref,i| / max_i |g_ref,i| <= 1e-4
@@ -13,10 +13,14 @@ import os
 import numpy as np
 import pytest
 
-from minimaml.fastpath.backprop import hvp_meta_value_and_grad
 from minimaml.gpu import emulated
 from minimaml.gpu._source import KernelConfig
 from minimaml.nn import MLP
+
+from functools import partial
+
+from minimaml.meta.maml import meta_value_and_grad
+hvp_meta_value_and_grad = partial(meta_value_and_grad, method="hvp")   # the fast NumPy route
 
 GRAD_RTOL = 1e-4
 LOSS_RTOL = 1e-5
@@ -102,21 +106,52 @@ def test_batched_update_kernel():
 
 
 # ------------------------------------------------------------------------------------------------
+# Non-finite input: NaN and inf come out where the NumPy route has them.
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("array, index, value", [
+    ("xs", (1, 3, 0), np.nan),   # one support point of task 1
+    ("theta", 0, np.inf),        # the weight W_0[0, 0]: z_0 = ±inf at every point
+], ids=["nan-in-xs", "inf-in-theta"])
+def test_non_finite_input_matches_hvp_route(activation, array, index, value):
+    """The kernel's loss and gradient are NaN, ±inf or finite exactly where the hvp route's are,
+    and agree where finite. Two ways it went wrong: a ReLU written fmaxf(z, 0) turned a NaN input
+    into 0 (a finite loss beside an all-NaN gradient), and R{h_0}·W = 0·inf made NaN out of a
+    tanh network's finite Hessian terms when a first-layer weight is infinite."""
+    net, theta, xs, ys, xq, yq = problem((1, 40, 40, 1), activation, 3, 10, 10)
+    data = dict(theta=theta, xs=xs, ys=ys, xq=xq, yq=yq)
+    data[array] = data[array].copy()
+    data[array][index] = value
+    loss, grad = emulated.meta_value_and_grad(net, **data, inner_lr=0.05, steps=2)
+    with np.errstate(invalid="ignore", over="ignore"):   # NumPy warns about the NaNs it makes
+        ref_loss, ref_grad = hvp_meta_value_and_grad(net, **data, inner_lr=0.05, steps=2)
+    for got, ref in ((np.float64(loss), np.float64(ref_loss)), (grad, ref_grad)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+        np.testing.assert_array_equal(got[np.isinf(ref)], ref[np.isinf(ref)])   # and the same sign
+    if np.isfinite(ref_loss):
+        assert abs(loss - ref_loss) <= LOSS_RTOL * abs(ref_loss)
+    finite = np.isfinite(ref_grad)
+    if finite.any():
+        assert rel_err(grad[finite], ref_grad[finite]) <= GRAD_RTOL
+
+
+# ------------------------------------------------------------------------------------------------
 # Bad input: clear errors before anything runs.
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("change, error, message", [
-    (lambda a: a.update(theta=a["theta"][:-1]), ValueError, r"theta must have shape \(1761,\)"),
-    (lambda a: a.update(theta=np.zeros(1761, dtype=np.int64)), TypeError, "floating-point array.*int64"),
+    (lambda a: a.update(theta=a["theta"][:-1]), ValueError, r"theta must have shape \(P,\) = \(1761,\)"),
+    (lambda a: a.update(theta=np.zeros(1761, dtype=np.int64)), TypeError, "float32 or float64.*int64"),
     (lambda a: a.update(xs=[[[0.0]]]), TypeError, "xs must be an array"),
-    (lambda a: a.update(xs=a["xs"][..., 0]), ValueError, r"xs must have shape \(T, K, 1\)"),
-    (lambda a: a.update(yq=a["yq"][:1]), ValueError, "same number of tasks T >= 1"),
-    (lambda a: a.update(ys=a["ys"][:, :3]), ValueError, "same number of points"),
-    (lambda a: a.update(inner_lr=0.0), ValueError, "inner_lr must be a finite number > 0"),
-    (lambda a: a.update(inner_lr=float("nan")), ValueError, "inner_lr must be a finite number > 0"),
-    (lambda a: a.update(steps=-1), ValueError, "steps must be an int >= 0"),
-    (lambda a: a.update(steps=1.5), ValueError, "steps must be an int >= 0"),
+    (lambda a: a.update(xs=a["xs"][..., 0]), ValueError, r"xs must have shape \(T, N, 1\)"),
+    (lambda a: a.update(yq=a["yq"][:1]), ValueError, "same number of tasks T"),
+    (lambda a: a.update(ys=a["ys"][:, :3]), ValueError, "same number of points N"),
+    (lambda a: a.update(inner_lr=0.0), ValueError, r"inner_lr \(α\) must be a finite number > 0"),
+    (lambda a: a.update(inner_lr=float("nan")), ValueError, r"inner_lr \(α\) must be a finite number > 0"),
+    (lambda a: a.update(steps=-1), ValueError, "steps must be >= 0"),
+    (lambda a: a.update(steps=1.5), TypeError, "steps must be an integer >= 0"),
     (lambda a: a.update(first_order="yes"), TypeError, "first_order must be True or False"),
-    (lambda a: a.update(net=object()), TypeError, "net must be a minimaml MLP"),
+    (lambda a: a.update(net=object()), TypeError, "the CUDA kernel runs a minimaml MLP"),
 ])
 def test_rejects_bad_input(change, error, message):
     net, theta, xs, ys, xq, yq = problem((1, 40, 40, 1), "relu", 2, 10, 10)
@@ -179,3 +214,12 @@ def test_library_cache_builds_once_and_atomically(monkeypatch, tmp_path):
     # Another configuration is another library; the block size is not part of the CPU build.
     assert emulated.library_path(KernelConfig((1, 4, 1), "tanh", 3, 3, threads=4)) != path
     assert emulated.library_path(KernelConfig((1, 4, 1), "relu", 3, 3, threads=9)) == path
+
+
+def test_tests_build_into_a_temporary_cache(tmp_path_factory):
+    # conftest.py points MINIMAML_CACHE_DIR at a temporary folder for every test here; without it
+    # the emulated tests would fill the user's ~/.cache/minimaml.
+    config = KernelConfig((1, 4, 1), "relu", 3, 3, threads=4)
+    emulated.load_library(config)
+    path = emulated.library_path(config)
+    assert path.is_file() and path.is_relative_to(tmp_path_factory.getbasetemp()), path

@@ -1,5 +1,7 @@
 """The CUDA sources compile with nvcc, the default configuration spills nothing, and the Python
-mirror of the kernel's layout (``KernelConfig``) agrees with what ptxas reports. No GPU needed.
+mirror of the kernel's layout (``KernelConfig``) agrees with what ptxas reports. No GPU needed;
+skipped without nvcc. test_nvrtc.py compiles the same files and configurations through NVRTC,
+as method="cuda" does, and runs everywhere.
 
 Also: the pure-Python parts of ``minimaml.gpu.cuda`` (options, launch sizes, the error without CuPy).
 """
@@ -20,6 +22,20 @@ NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH: cannot compile the CUDA kernels")
 ARCH = "sm_90"   # H100; the kernels use nothing newer than sm_70
 DEFAULT = KernelConfig((1, 40, 40, 1), "relu", 10, 10)   # the MAML paper's sinusoid setup
+# What test_nvrtc.py compiles through NVRTC as well: each kernel file and its entry point (the
+# name cuda.py looks it up by), and the configurations beyond DEFAULT.
+ENTRY_POINTS = [("batched_update.cu", "batched_update"), ("maml_fused.cu", "maml_fused_meta_grad")]
+CONFIGURATIONS = [
+    # 4 layers, θ and g in global memory
+    pytest.param(KernelConfig((3, 7, 5, 6, 2), "tanh", 4, 6, threads=64, params_in_shared=False),
+                 id="4-layers-global"),
+    # the widest hidden layers that keep θ and g in shared memory
+    pytest.param(KernelConfig((1, 64, 64, 1), "tanh", 5, 5), id="1-64-64-1"),
+    # the limits: θ and g in global memory
+    pytest.param(KernelConfig((64, 64, 64, 64, 64), "relu", 7, 7), id="widest"),
+    # one layer: a linear model
+    pytest.param(KernelConfig((2, 3), "relu", 7, 3), id="linear"),
+]
 
 
 def _nvcc(tmp_path, source, *flags):
@@ -58,8 +74,7 @@ def resource_usage(tmp_path, source, flags=()):
 
 # ------------------------------------------------------------------------------------------------
 @needs_nvcc
-@pytest.mark.parametrize("source, entry", [("batched_update.cu", "batched_update"),
-                                           ("maml_fused.cu", "maml_fused_meta_grad")])
+@pytest.mark.parametrize("source, entry", ENTRY_POINTS)
 def test_every_kernel_compiles_standalone_to_ptx(tmp_path, source, entry):
     _nvcc(tmp_path, source, "-ptx", "-o", str(tmp_path / "k.ptx"))
     ptx = (tmp_path / "k.ptx").read_text()
@@ -88,12 +103,7 @@ def test_standalone_defaults_are_the_default_configuration(tmp_path):
 
 
 @needs_nvcc
-@pytest.mark.parametrize("config", [
-    KernelConfig((3, 7, 5, 6, 2), "tanh", 4, 6, threads=64, params_in_shared=False),   # 4 layers, θ global
-    KernelConfig((1, 64, 64, 1), "tanh", 5, 5),       # widest hidden layers that keep θ in shared memory
-    KernelConfig((64, 64, 64, 64, 64), "relu", 7, 7),     # the limits: θ, g in global memory
-    KernelConfig((2, 3), "relu", 7, 3),               # one layer: a linear model
-], ids=["4-layers-global", "1-64-64-1", "widest", "linear"])
+@pytest.mark.parametrize("config", CONFIGURATIONS)
 def test_other_configurations_compile_and_match_the_python_layout(tmp_path, config):
     usage = resource_usage(tmp_path, "maml_fused.cu", config.flags())
     kernel = usage["maml_fused_meta_grad"]
@@ -277,7 +287,10 @@ def _numpy_cupy(tmp_path):
 def test_cuda_module_launches_the_kernel_correctly(monkeypatch, tmp_path):
     """minimaml.gpu.cuda end to end with the NumPy stand-in for CuPy: argument order, scalar types,
     the zeroed outputs, launch sizes; the result must match the float64 hvp route."""
-    from minimaml.fastpath.backprop import hvp_meta_value_and_grad
+    from functools import partial
+
+    from minimaml.meta.maml import meta_value_and_grad
+    hvp_meta_value_and_grad = partial(meta_value_and_grad, method="hvp")
     from minimaml.gpu import cuda
     monkeypatch.setitem(sys.modules, "cupy", _numpy_cupy(tmp_path))
     monkeypatch.setattr(cuda, "_modules", {})

@@ -13,7 +13,7 @@ import pytest
 
 from minimaml.meta import maml
 from minimaml.autodiff import grad
-from minimaml.fastpath.backprop import mlp_hessian
+from minimaml.fastpath import mlp_hessian
 from minimaml.meta.maml import METHODS, adapt, inner_matrices, meta_loss, meta_value_and_grad
 from minimaml.nn import MLP
 from minimaml.tasks import LinearRegression, Sinusoid
@@ -267,14 +267,14 @@ def _bad(**changes):
      r"same number of tasks T, got xs \(3, 5, 1\) \(T=3\) and xq \(4, 7, 1\) \(T=4\)"),
     (dict(ys=np.zeros((4, 5, 1))), ValueError, r"xs and ys must have the same number of tasks T"),
     (dict(ys=np.zeros((3, 6, 1))), ValueError,
-     r"xs and ys must have the same number of points K, got \(3, 5, 1\) and \(3, 6, 1\)"),
-    (dict(yq=np.zeros((3, 8, 1))), ValueError, r"xq and yq must have the same number of points K"),
+     r"xs and ys must have the same number of points N, got \(3, 5, 1\) and \(3, 6, 1\)"),
+    (dict(yq=np.zeros((3, 8, 1))), ValueError, r"xq and yq must have the same number of points N"),
     (dict(xs=np.zeros((3, 5, 2))), ValueError,
-     r"xs has 2 features per point but the network's input size is 1 \(MLP\[1, 8, 8, 1\]\)"),
+     r"xs has 2 features per point but the network's input size is 1 \(MLP\(\[1, 8, 8, 1\]"),
     (dict(xq=np.zeros((3, 7, 3))), ValueError, r"xq has 3 features per point but the network's input size is 1"),
-    (dict(ys=np.zeros((3, 5, 2))), ValueError, r"ys has 2 features per point but the network's output size is 1"),
-    (dict(yq=np.zeros((3, 7, 2))), ValueError, r"yq has 2 features per point but the network's output size is 1"),
-    (dict(xs=np.zeros((5, 1))), ValueError, r"xs must have shape \(T, K, 1\), got \(5, 1\) \(2-D\)"),
+    (dict(ys=np.zeros((3, 5, 2))), ValueError, r"ys has \(2,\) features per point but the network's output size is 1"),
+    (dict(yq=np.zeros((3, 7, 2))), ValueError, r"yq has \(2,\) features per point but the network's output size is 1"),
+    (dict(xs=np.zeros((5, 1))), ValueError, r"xs must have shape \(T, N, 1\), got \(5, 1\) \(2-D\)"),
     (dict(xs=np.zeros((3, 0, 1)), ys=np.zeros((3, 0, 1))), ValueError,
      r"the support set needs at least one task and one point, got xs.shape = \(3, 0, 1\)"),
     (dict(inner_lr=0.0), ValueError, r"inner_lr \(α\) must be a finite number > 0, got inner_lr=0.0"),
@@ -287,17 +287,17 @@ def _bad(**changes):
     (dict(method="newton"), ValueError,
      r"unknown method 'newton'; valid methods: 'autodiff', 'hessian', 'hvp', 'first_order', 'cuda', "
      r"'cuda-emulated'"),
-    (dict(theta=np.zeros(96)), ValueError, r"theta must have shape \(P,\) = \(97,\) for MLP\[1, 8, 8, 1\], got \(96,\)"),
+    (dict(theta=np.zeros(96)), ValueError, r"theta must have shape \(P,\) = \(97,\) for MLP\(\[1, 8, 8, 1\], activation='relu'\), got \(96,\)"),
     (dict(theta=np.zeros((3, 97))), ValueError,
-     r"theta must have shape \(P,\) = \(97,\) for MLP\[1, 8, 8, 1\], got \(3, 97\)"),
+     r"theta must have shape \(P,\) = \(97,\) for MLP\(\[1, 8, 8, 1\], activation='relu'\), got \(3, 97\)"),
     (dict(theta=np.zeros(97, dtype=np.int64)), TypeError,
-     r"theta must be a floating-point array, got dtype int64 \(shape \(97,\)\)"),
+     r"theta must be float32 or float64, got dtype int64 \(shape \(97,\)\)"),
     (dict(xs=np.zeros((3, 5, 1), dtype=np.int32)), TypeError, r"xs must be a floating-point array, got dtype int32"),
     (dict(yq=[[[0.0]]]), TypeError, r"yq must be an array, got list"),
     (dict(method="autodiff", first_order=True), ValueError,
      r"method='autodiff' is second order by construction; use method='first_order'"),
     (dict(method="first_order", first_order=False), ValueError, r"contradicts first_order=False"),
-    (dict(net=lambda theta, x: x), TypeError, r"net must be a minimaml MLP, got function"),
+    (dict(net=lambda theta, x: x), TypeError, r"method='hvp': the fast route covers minimaml.MLP networks.*method='autodiff'"),
     (dict(first_order="yes"), TypeError, r"first_order must be None, True or False, got 'yes'"),
 ])
 def test_bad_input(changes, error, match):
@@ -310,7 +310,7 @@ def test_bad_input_adapt_and_inner_matrices():
     net, theta, (xs, ys, _, _) = sinusoid_problem([1, 8, 8, 1], "relu")
     with pytest.raises(ValueError, match=r"steps must be >= 0, got steps=-2"):
         adapt(net, theta, xs, ys, ALPHA, -2)
-    with pytest.raises(ValueError, match=r"xs and ys must have the same number of points K"):
+    with pytest.raises(ValueError, match=r"xs and ys must have the same number of points N"):
         adapt(net, theta, xs, ys[:, :3], ALPHA, 1)
     with pytest.raises(ValueError, match=r"inner_lr \(α\) must be a finite number > 0, got inner_lr=0"):
         inner_matrices(net, theta, xs, ys, 0, 1)

@@ -118,3 +118,9 @@ def test_bad_theta_and_x_shapes():
         net(np.zeros((3, 13)), np.zeros((2, 4, 2)))
     with pytest.raises(ValueError, match="expected 2"):
         net.flatten(net.unflatten(np.zeros(13))[:1])
+
+
+def test_init_refuses_a_negative_seed_in_one_line():
+    with pytest.raises(ValueError, match=r"seed must be an int >= 0, got -1"):
+        MLP([1, 2, 1]).init(seed=-1)
+    np.testing.assert_array_equal(MLP([1, 2, 1]).init(seed=np.random.default_rng(0)), MLP([1, 2, 1]).init(seed=0))

@@ -75,3 +75,34 @@ def test_bad_family_arguments():
         Sinusoid(amp_range=(5, 1))
     with pytest.raises(AttributeError, match="frequency"):
         Sinusoid().sample(1, 1, 1, rng=0).frequency
+
+
+@pytest.mark.parametrize("seed", [-1, np.int64(-5)])
+def test_negative_seed_is_refused_in_one_line(seed):
+    with pytest.raises(ValueError, match=rf"seed must be an int >= 0, got {seed}"):
+        Sinusoid().sample(2, 2, 2, rng=seed)
+    with pytest.raises(ValueError, match=r"seed must be an int >= 0"):
+        LinearRegression().sample(2, 2, 2, rng=seed)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"amp_range": (0.1, np.inf)}, ValueError, r"amp_range must be \(low, high\) with finite low <= high.*"
+                                               r"got \(0.1, inf\)"),
+    ({"x_range": (np.nan, 1.0)}, ValueError, r"x_range must be \(low, high\) with finite low <= high"),
+    ({"x_range": (-1e308, 1e308)}, ValueError, r"x_range .*finite width high − low"),
+    ({"phase_range": (0.0, "pi")}, TypeError, r"phase_range must be a pair of real numbers \(low, high\), "
+                                              r"got \(0.0, 'pi'\)"),
+    ({"amp_range": 5.0}, TypeError, r"amp_range must be a pair of real numbers \(low, high\), got 5.0"),
+    ({"amp_range": (1.0, 2.0, 3.0)}, TypeError, r"amp_range must be a pair of real numbers"),
+])
+def test_sinusoid_ranges_must_be_finite_pairs(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Sinusoid(**kwargs)
+    assert Sinusoid(amp_range=np.array([1.0, 2.0])).amp_range == (1.0, 2.0)  # any pair of numbers
+
+
+@pytest.mark.parametrize("noise,error", [("a", TypeError), (None, TypeError), (np.inf, ValueError),
+                                         (-0.5, ValueError)])
+def test_linear_regression_noise_must_be_finite_and_non_negative(noise, error):
+    with pytest.raises(error, match=r"noise must be a finite real number >= 0, got "):
+        LinearRegression(noise=noise)

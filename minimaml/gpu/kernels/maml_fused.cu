@@ -146,11 +146,15 @@ __device__ __forceinline__ float* delta(int l) { return s_delta + kK * width_sum
 __device__ __forceinline__ float* rdelta(int l) { return s_rdelta + kK * width_sum(l + 1); }
 
 // ---- The activation, written in terms of its output h = σ(z), which is what we keep ---------------
-__device__ __forceinline__ float sigma(float z) { return MM_TANH ? tanhf(z) : fmaxf(z, 0.0f); }
-// σ'(z): ReLU [z > 0] = [h > 0]; tanh 1 − h².
+// ReLU is z · [z > 0], exactly as backprop.py's _activate computes it, and not fmaxf(z, 0): fmaxf
+// returns 0 for a NaN z, so a NaN in the data would vanish here (finite loss, NaN gradient) while
+// the NumPy routes return NaN. With the product, NaN stays NaN and −inf gives NaN, as in NumPy.
+__device__ __forceinline__ float sigma(float z) { return MM_TANH ? tanhf(z) : z * (z > 0.0f ? 1.0f : 0.0f); }
+// σ'(z): ReLU [z > 0] = [h > 0] (also for NaN and ±inf z); tanh 1 − h².
 __device__ __forceinline__ float sigma_slope(float h) { return MM_TANH ? 1.0f - h * h : (h > 0.0f ? 1.0f : 0.0f); }
-// σ''(z) R{z}: ReLU 0; tanh −2 h σ'(z) R{z} = −2 h R{h}.
-__device__ __forceinline__ float sigma_curve(float h, float Rh) { return MM_TANH ? -2.0f * h * Rh : 0.0f; }
+// σ''(z) R{z} for tanh: −2 h σ'(z) R{z} = −2 h R{h}. (ReLU has σ'' = 0: its callers add no term at
+// all, as backprop.py does, since 0 · dh would turn an infinite dh into NaN.)
+__device__ __forceinline__ float tanh_curve(float h, float Rh) { return -2.0f * h * Rh; }
 
 // ---- Passes. Called by every thread of the block; each ends with __syncthreads() -----------------
 // (except block_copy, whose callers sync). How they map onto minimaml/backprop.py:
@@ -172,10 +176,9 @@ __device__ void block_copy(float* dst, const float* src, int n)
 template <bool kR>
 __device__ void forward(const float* theta, const float* v, const float* x, int n)
 {
-    for (int i = threadIdx.x; i < n * kIn; i += blockDim.x) {
-        h(0)[i] = x[i];
-        if (kR) rh(0)[i] = 0.0f;                              // R{h_0} = 0: the data do not move
-    }
+    // R{h_0} = 0 (the data do not move), so R{h_0} is never stored and no pass multiplies by it:
+    // 0 · W would turn an infinite weight into NaN, where backprop.py adds no such term at all.
+    for (int i = threadIdx.x; i < n * kIn; i += blockDim.x) h(0)[i] = x[i];
     __syncthreads();
 #pragma unroll
     for (int l = 0; l < kLayers; ++l) {
@@ -194,7 +197,8 @@ __device__ void forward(const float* theta, const float* v, const float* x, int 
             for (int i = 0; i < fan_in; ++i) {
                 const float w = W[i * fan_out + j];
                 z += hk[i] * w;
-                if (kR) Rz += Rhk[i] * w + hk[i] * V[i * fan_out + j];
+                if (kR) Rz += hk[i] * V[i * fan_out + j];
+                if (kR && l > 0) Rz += Rhk[i] * w;            // R{h_0} = 0
             }
             const float h_next = last ? z : sigma(z);         // out = z_{L−1}: no σ on the last layer
             h(l + 1)[idx] = h_next;
@@ -257,7 +261,11 @@ __device__ void backward(float* theta, float* g, int n, float inner_lr)
                 }
                 const float hl = h(l)[idx];
                 delta(l - 1)[idx] = sigma_slope(hl) * dh;
-                if (kR) rdelta(l - 1)[idx] = sigma_slope(hl) * Rdh + sigma_curve(hl, rh(l)[idx]) * dh;
+                if (kR) {
+                    float Rd = sigma_slope(hl) * Rdh;
+                    if (MM_TANH) Rd += tanh_curve(hl, rh(l)[idx]) * dh;   // ReLU: σ'' = 0, no term
+                    rdelta(l - 1)[idx] = Rd;
+                }
             }
             __syncthreads();
         }
@@ -270,8 +278,9 @@ __device__ void backward(float* theta, float* g, int n, float inner_lr)
             for (int k = 0; k < n; ++k) {
                 const float hki = is_bias ? 1.0f : h(l)[k * fan_in + i];
                 if (kR) {                                  // R{∇W_l} = h_lᵀ R{δ_l} + R{h_l}ᵀ δ_l
-                    const float Rhki = is_bias ? 0.0f : rh(l)[k * fan_in + i];
-                    grad += hki * rdelta(l)[k * fan_out + j] + Rhki * delta(l)[k * fan_out + j];
+                    grad += hki * rdelta(l)[k * fan_out + j];
+                    // R{h_0} = 0, and a bias's input 1 does not move: no second term for those.
+                    if (l > 0 && !is_bias) grad += rh(l)[k * fan_in + i] * delta(l)[k * fan_out + j];
                 } else {
                     grad += hki * delta(l)[k * fan_out + j];
                 }
