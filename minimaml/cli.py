@@ -1,7 +1,8 @@
-"""The `minimaml` command line: meta-train on sinusoids, evaluate a checkpoint, draw Figure 2.
+"""The `minimaml` command line: meta-train, evaluate a checkpoint, draw its figure.
 
-    minimaml train [--iterations N] [--out DIR] ...   # checkpoint.npz, pretrained.npz, figure.png
-    minimaml eval  DIR/checkpoint.npz [--tasks 600 --k 5]
+    minimaml train [--iterations N] [--out DIR] ...   # sinusoids: checkpoint.npz, pretrained.npz, figure.png
+    minimaml train --task omniglot --ways 5 --shots 1 --data DIR   # Omniglot: checkpoint.npz, curve.png, figure.png
+    minimaml eval  DIR/checkpoint.npz [--tasks 600 --k 5] [--json FILE]
     minimaml plot  DIR/checkpoint.npz [--out figure.png]
 
 `python -m minimaml ...` is the same command.
@@ -11,6 +12,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 
 from . import __version__
@@ -61,6 +63,7 @@ def _steps_list(text):
 
 
 def build_parser():
+    from .run.problems import PROBLEMS
     from .run.train import DEVICES, DTYPES, METHODS, TrainConfig
 
     d = TrainConfig()
@@ -69,14 +72,21 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"minimaml {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,eval,plot}")
 
-    t = sub.add_parser("train", help="meta-train MAML (and the pretrained baseline) on sinusoids",
-                       description="Meta-train MAML on sinusoid regression (Finn et al. 2017, §5.1). "
-                       "Writes DIR/checkpoint.npz (MAML), DIR/pretrained.npz (the baseline) and "
-                       "DIR/figure.png. Options left out take the paper's values (shown).")
+    t = sub.add_parser("train", help="meta-train MAML on sinusoids (and the pretrained baseline) or Omniglot",
+                       description="Meta-train MAML on sinusoid regression (Finn et al. 2017, §5.1; the "
+                       "default) or Omniglot N-way K-shot classification (§5.2, --task omniglot). Writes "
+                       "DIR/checkpoint.npz and DIR/figure.png, and for sinusoids DIR/pretrained.npz (the "
+                       "baseline), for Omniglot DIR/curve.png (the learning curve). Options left out take "
+                       "the paper's values (shown for sinusoids).")
     # Defaults are None so that --resume can tell which options were given explicitly.
+    t.add_argument("--task", choices=sorted(PROBLEMS), help="the problem (default sinusoid)")
+    t.add_argument("--ways", type=_int_at_least(2), metavar="N", help="classes per task (Omniglot; default 5)")
+    t.add_argument("--shots", type=_positive_int, metavar="K",
+                   help="support examples per class (Omniglot; default 1); query examples per class: the same")
+    t.add_argument("--data", metavar="DIR", help="folder of Omniglot's two zips (default: $MINIMAML_DATA)")
     t.add_argument("--iterations", type=_nonneg_int, metavar="N",
-                   help=f"meta-updates (default {d.iterations}; the paper: 70000)")
-    t.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default {DEFAULT_OUT})")
+                   help=f"meta-updates (default {d.iterations}; the paper: 70000; Omniglot 60000)")
+    t.add_argument("--out", metavar="DIR", help=f"output folder (default {DEFAULT_OUT}, or runs/omniglot-<N>way-<K>shot)")
     t.add_argument("--seed", type=int, metavar="SEED", help=f"init and task-stream seed (default {d.seed})")
     t.add_argument("--inner-lr", type=_positive_float, metavar="ALPHA",
                    help=f"α, inner step size (default {d.inner_lr})")
@@ -92,44 +102,58 @@ def build_parser():
     t.add_argument("--device", choices=DEVICES, help=f"cpu, or cuda with CuPy (default {d.device})")
     t.add_argument("--checkpoint-every", type=_positive_int, metavar="N", help=f"default {d.checkpoint_every}")
     t.add_argument("--log-every", type=_positive_int, metavar="N", help=f"default {d.log_every}")
+    t.add_argument("--val-every", type=_nonneg_int, metavar="N",
+                   help="iterations between validation measurements, the learning curve (default: "
+                        "Omniglot 1000, sinusoid 0 = none)")
+    t.add_argument("--test-steps", type=_nonneg_int, metavar="S",
+                   help="inner steps for the validation measurements (default: Omniglot 3, sinusoid 10)")
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
     t.add_argument("--no-baseline", action="store_true", help="skip training the pretrained baseline")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("eval", help="few-shot test MSE of a checkpoint, next to the pretrained baseline",
-                       description="Fine-tune on K support points of fixed, seeded test sinusoids and "
-                       "report the query MSE (mean ± 95% CI, median, diverged tasks) after each number "
-                       "of gradient steps, for MAML and the pretrained baseline. The paper's Table 2 "
-                       "protocol: --tasks 600 --k 5.")
+    e = sub.add_parser("eval", help="few-shot test metric of a checkpoint (sinusoids: next to the pretrained baseline)",
+                       description="Fine-tune on the support sets of fixed, seeded test tasks and report the "
+                       "query metric (mean ± 95%% CI, median, diverged tasks) after each number of gradient "
+                       "steps: the query MSE for sinusoids (MAML and the pretrained baseline; the paper's "
+                       "Table 2 protocol: --tasks 600 --k 5), the query accuracy in %% for Omniglot (600 "
+                       "tasks of test characters, the checkpoint's K shots and K query images per class).")
     e.add_argument("checkpoint", help="a checkpoint.npz, or the run folder holding one")
-    e.add_argument("--tasks", type=_positive_int, default=1000, help="test tasks (default 1000)")
-    e.add_argument("--k", type=_positive_int, default=10, help="support points per task (default 10)")
-    e.add_argument("--query-points", type=_positive_int, default=100,
-                   help="evenly spaced query points on [-5, 5] (default 100)")
-    e.add_argument("--steps", type=_steps_list, default=(0, 1, 5, 10),
-                   help="fine-tuning steps to report (default 0,1,5,10)")
+    e.add_argument("--tasks", type=_positive_int, help="test tasks (default: sinusoid 1000, Omniglot 600)")
+    e.add_argument("--k", type=_positive_int,
+                   help="support points per task, per class for classification (default: the checkpoint's K)")
+    e.add_argument("--query-points", type=_positive_int,
+                   help="sinusoid: evenly spaced query points on [-5, 5] (default 100); classification: "
+                        "query examples per class (default: the checkpoint's)")
+    e.add_argument("--steps", type=_steps_list,
+                   help="fine-tuning steps to report (default: sinusoid 0,1,5,10; Omniglot 0,1,3,5,10)")
     e.add_argument("--inner-lr", type=_positive_float,
                    help="fine-tuning step size α (default: the checkpoint's training inner_lr)")
     e.add_argument("--baseline-inner-lr", type=_positive_float, metavar="ALPHA",
                    help="fine-tuning step size of the pretrained baseline (default: the same α as MAML; "
                         "the paper tuned the baseline's step size separately)")
-    e.add_argument("--seed", type=int, default=2017, help="test-set seed (default 2017)")
+    e.add_argument("--seed", type=_nonneg_int, default=2017, help="test-set seed (default 2017)")
+    e.add_argument("--data", metavar="DIR", help="Omniglot's data folder (default: the run's, or $MINIMAML_DATA)")
     e.add_argument("--backtrack", action="store_true",
                    help="safeguarded fine-tuning (not the paper's): reject a step that raises a task's "
                         "support loss and halve that task's step size, so no task diverges")
     e.add_argument("--no-baseline", action="store_true", help="evaluate the checkpoint only")
     e.add_argument("--sharpness", type=_nonneg_int, default=0, metavar="N",
                    help="also compute λ_max of the support-loss Hessian for the first N test tasks")
-    e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    e.add_argument("--json", metavar="FILE",
+                   help='also write the table as a JSON list of rows {"model", "steps", "mean", "ci95", '
+                        '"median", "diverged", "tasks"}')
 
-    p = sub.add_parser("plot", help="Figure 2: a test task before and after fine-tuning",
-                       description="Draw a test sinusoid, its K support points and the predictions "
-                       "before and after 1 and 10 fine-tuning steps, for MAML and the pretrained baseline.")
+    p = sub.add_parser("plot", help="a test task before and after fine-tuning (sinusoids: the paper's Figure 2)",
+                       description="Sinusoids: draw a test sinusoid, its K support points and the predictions "
+                       "before and after 1 and 10 fine-tuning steps, for MAML and the pretrained baseline. "
+                       "Omniglot: draw a test task's support images, and its query images with the labels "
+                       "predicted before and after adaptation, marked right or wrong.")
     p.add_argument("checkpoint", help="a checkpoint.npz, or the run folder holding one")
-    p.add_argument("--out", metavar="PNG", help="image path (default: figure.png next to the checkpoint)")
+    p.add_argument("--out", metavar="PNG", help="image path, .png (default: figure.png next to the checkpoint)")
     p.add_argument("--k", type=_positive_int, help="support points (default: the checkpoint's K)")
-    p.add_argument("--seed", type=int, default=4, help="which test task to draw (default 4: A = 3.35)")
+    p.add_argument("--seed", type=_nonneg_int, default=4, help="which test task to draw (default 4)")
     p.add_argument("--inner-lr", type=_positive_float, help="α (default: the checkpoint's inner_lr)")
+    p.add_argument("--data", metavar="DIR", help="Omniglot's data folder (default: the run's, or $MINIMAML_DATA)")
     return parser
 
 
@@ -157,17 +181,21 @@ def main(argv=None):
 # ---------------------------------------------------------------------------------------------
 def cmd_train(args):
     from .run.checkpoint import read_checkpoint
-    from .run.plotting import figure2
     from .run.train import TrainConfig, pretrained_config, train
 
     overrides = {name: value for name, value in (
+        ("task", args.task), ("ways", args.ways), ("data", args.data),
         ("iterations", args.iterations), ("seed", args.seed), ("inner_lr", args.inner_lr),
         ("steps", args.steps), ("meta_lr", args.meta_lr), ("meta_batch", args.meta_batch),
-        ("k_support", args.k), ("k_query", args.k_query), ("method", args.method),
-        ("dtype", args.dtype), ("device", args.device), ("checkpoint_every", args.checkpoint_every),
-        ("log_every", args.log_every)) if value is not None}
-    ckpt_path = os.path.join(args.out, "checkpoint.npz")
-    base_path = os.path.join(args.out, "pretrained.npz")
+        ("k_support", args.k if args.k is not None else args.shots), ("k_query", args.k_query),
+        ("method", args.method), ("dtype", args.dtype), ("device", args.device),
+        ("checkpoint_every", args.checkpoint_every), ("log_every", args.log_every),
+        ("val_every", args.val_every), ("test_steps", args.test_steps)) if value is not None}
+    if args.k is not None and args.shots is not None:
+        raise _Error("give --k or --shots, not both (--shots is --k for classification)")
+    out = args.out or default_out(args.task or "sinusoid", args.ways or 5, args.shots or args.k or 1)
+    ckpt_path = os.path.join(out, "checkpoint.npz")
+    base_path = os.path.join(out, "pretrained.npz")
     if args.resume:
         if not os.path.exists(ckpt_path):
             raise _Error(f"--resume: no checkpoint at {ckpt_path!r} (use --out to name the run's folder)")
@@ -175,28 +203,66 @@ def cmd_train(args):
         config = TrainConfig.from_dict({**saved, **overrides})
     else:
         config = TrainConfig(**overrides)
+    spec = config.problem
+    family = spec.family(config)          # early: a missing data folder is reported before training
+    _check_writable(out)
 
-    print(f"meta-training MAML: {config.iterations} iterations, {config.sizes} {config.activation}, "
-          f"alpha={config.inner_lr} x {config.steps} step(s), Adam beta={config.meta_lr}, "
-          f"{config.meta_batch} tasks x K={config.k_support}+{config.k_query}, method={config.method}, "
-          f"{config.dtype}, {config.device} -> {args.out}")
+    print(f"meta-training MAML on {config.task}: {config.iterations} iterations, {config.sizes} {config.activation}"
+          f"{' + batch norm' if config.norm else ''}, alpha={config.inner_lr:g} x {config.steps} step(s), "
+          f"Adam beta={config.meta_lr}, {config.meta_batch} tasks x K={config.k_support}+{config.k_query}"
+          f"{' per class' if spec.classification else ''}, method={config.method}, {config.dtype}, "
+          f"{config.device} -> {out}")
     t0 = time.perf_counter()
     result = train(config, checkpoint=ckpt_path, resume=args.resume, progress=not args.quiet)
     last = f"{result.history[-1, 1]:.4f}" if len(result.history) else "n/a"
     print(f"MAML: {result.seconds:.1f} s ({_per_iteration(result)}), final meta-loss {last} -> {ckpt_path}")
 
-    models = {"MAML": (result.net, result.theta)}
-    if not args.no_baseline:
-        base_config = pretrained_config(config)
-        resume_base = args.resume and os.path.exists(base_path)
-        base = train(base_config, checkpoint=base_path, resume=resume_base, progress=not args.quiet)
-        print(f"pretrained baseline: {base.seconds:.1f} s ({_per_iteration(base)}) -> {base_path}")
-        models["pretrained"] = (base.net, base.theta)
-    fig_path = os.path.join(args.out, "figure.png")
-    figure2(models, config.inner_lr, k=config.k_support, path=fig_path)
+    fig_path = os.path.join(out, "figure.png")
+    if spec.classification:
+        from .run.plotting import classification_figure, learning_curve
+        curve_path = os.path.join(out, "curve.png")
+        learning_curve(result.history, result.val_history, curve_path,
+                       title=f"{config.task} {config.ways}-way {config.k_support}-shot, validation after "
+                             f"{config.test_steps} steps on {config.val_tasks} tasks")
+        if len(result.val_history):
+            print(f"validation accuracy after {config.test_steps} steps: {result.val_history[-1, 1]:.1f}% "
+                  f"-> {curve_path}")
+        task = _plot_task(spec, family, config, seed=0)
+        classification_figure(result.net, result.theta, task, config.inner_lr, config.test_steps, spec.loss, fig_path)
+    else:
+        from .run.plotting import figure2
+        models = {"MAML": (result.net, result.theta)}
+        if not args.no_baseline:
+            base_config = pretrained_config(config)
+            resume_base = args.resume and os.path.exists(base_path)
+            base = train(base_config, checkpoint=base_path, resume=resume_base, progress=not args.quiet)
+            print(f"pretrained baseline: {base.seconds:.1f} s ({_per_iteration(base)}) -> {base_path}")
+            models["pretrained"] = (base.net, base.theta)
+        figure2(models, config.inner_lr, k=config.k_support, path=fig_path)
     print(f"figure -> {fig_path}; total {time.perf_counter() - t0:.1f} s")
     print(f"next: minimaml eval {ckpt_path}")
     return 0
+
+
+def default_out(task, ways, shots):
+    return DEFAULT_OUT if task == "sinusoid" else os.path.join("runs", f"{task}-{ways}way-{shots}shot")
+
+
+def _check_writable(folder):
+    """Find out now, not at the first checkpoint, whether the output folder can be written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-")
+        probe.close()
+    except OSError as e:
+        raise _Error(f"cannot write to the output folder {folder!r}: {e.strerror or e}") from None
+
+
+def _plot_task(spec, family, config, seed):
+    """One test task to draw (from the test split, by ``seed``), as four arrays."""
+    protocol = spec.protocol(config, num_tasks=1, seed=seed)
+    xs, ys, xq, yq, _ = spec.test_set(family, protocol)
+    return xs[0], ys[0], xq[0], yq[0]
 
 
 def _resolve(path):
@@ -210,77 +276,95 @@ def _per_iteration(result):
     return f"{1e3 * result.seconds / n:.2f} ms/iteration" if n else "nothing to do"
 
 
-def cmd_eval(args):
+def _load_run(path, data=None):
+    """(checkpoint dict, its validated TrainConfig) for a checkpoint path or run folder."""
     from .run.checkpoint import read_checkpoint
-    from .run.evaluate import (Protocol, diverged_mask, evaluate, format_table, load_or_train_pretrained,
-                           protocol_tasks, sharpness)
+    from .run.train import TrainConfig
+
+    ckpt = read_checkpoint(_resolve(path))
+    config = TrainConfig.from_dict(ckpt["config"])
+    if data is not None:
+        config = dataclasses.replace(config, data=data)
+    return ckpt, config
+
+
+def cmd_eval(args):
+    import numpy as np
+
+    from .run.evaluate import diverged_mask, evaluate, format_table, json_rows, load_or_train_pretrained, sharpness
 
     args.checkpoint = _resolve(args.checkpoint)
-    ckpt = read_checkpoint(args.checkpoint)
-    net, theta, config = ckpt["net"], ckpt["theta"], ckpt["config"]
-    train_alpha = float(config.get("inner_lr", 0.01))
-    protocol = Protocol(num_tasks=args.tasks, k=args.k, num_query=args.query_points, steps=args.steps,
-                        inner_lr=args.inner_lr, seed=args.seed)
-    alpha = protocol.inner_lr or train_alpha
-    print(f"checkpoint: {args.checkpoint} ({config.get('model', 'maml')}, iteration {ckpt['iteration']}, "
-          f"trained with alpha={train_alpha:g}, {config.get('steps')} step(s), K={config.get('k_support')})")
-    print(f"protocol: {protocol.describe(alpha)}"
+    ckpt, config = _load_run(args.checkpoint, args.data)
+    net, theta, spec = ckpt["net"], ckpt["theta"], config.problem
+    family = spec.family(config)
+    given = {"num_tasks": args.tasks, "k": args.k, "num_query": args.query_points, "steps": args.steps,
+             "inner_lr": args.inner_lr, "seed": args.seed}
+    protocol = spec.protocol(config, **{k: v for k, v in given.items() if v is not None})
+    alpha = protocol.inner_lr or config.inner_lr
+    baseline = not args.no_baseline and config.model == "maml" and not spec.classification
+    print(f"checkpoint: {args.checkpoint} ({config.model} on {config.task}, iteration {ckpt['iteration']}, "
+          f"trained with alpha={config.inner_lr:g}, {config.steps} step(s), K={config.k_support})")
+    print(f"protocol: {spec.describe(protocol, alpha)}; fine-tuning: gradient descent on the support loss, "
+          f"alpha={alpha:g}"
+          + ("" if spec.classification else f"; diverged: query MSE non-finite or > 10x both its value before "
+             "fine-tuning and the MSE of predicting 0")
           + ("; with --backtrack: steps that raise a task's support loss are rejected and its alpha halved"
              if args.backtrack else "")
           + (f"; the pretrained baseline is fine-tuned with alpha={args.baseline_inner_lr:g}"
-             if args.baseline_inner_lr and not args.no_baseline else ""))
-    name = "MAML" if config.get("model", "maml") == "maml" else config["model"]
-    stats, curves = evaluate(net, theta, protocol, alpha, return_curves=True, backtrack=args.backtrack)
+             if args.baseline_inner_lr and baseline else ""))
+    name = "MAML" if config.model == "maml" else config.model
+    stats, curves = evaluate(net, theta, protocol, alpha, return_curves=True, backtrack=args.backtrack,
+                             problem=spec, family=family)
     results = {name: stats}
-    if not args.no_baseline and config.get("model", "maml") == "maml":
-        base_theta = load_or_train_pretrained(args.checkpoint, config, progress=False)
+    if baseline:
+        base_theta = load_or_train_pretrained(args.checkpoint, ckpt["config"], progress=False)
         base_protocol = dataclasses.replace(protocol, inner_lr=args.baseline_inner_lr or alpha)
-        results["pretrained"] = evaluate(net, base_theta, base_protocol, backtrack=args.backtrack)
-    print(format_table(results))
+        results["pretrained"] = evaluate(net, base_theta, base_protocol, backtrack=args.backtrack,
+                                         problem=spec, family=family)
+    print(format_table(results, "query accuracy (%)" if spec.classification else "query MSE"))
 
-    extra = {}
     if args.sharpness:
-        import numpy as np
         n = min(args.sharpness, protocol.num_tasks)
-        xs, ys, _, yq, params = protocol_tasks(protocol)
-        lam = sharpness(net, theta, xs[:n], ys[:n])
+        xs, ys, _, yq, params = spec.test_set(family, protocol)
+        lam = sharpness(net, theta, xs[:n], ys[:n], loss=spec.loss)
         limit = 2.0 / alpha
         sharp = lam > limit
-        blown = diverged_mask(curves[:n], yq[:n])[:, -1]
-        amp = params["amplitude"][:n]
         print(f"sharpness of the {name} start point on the first {n} test tasks (power iteration): "
               f"lambda_max of the support-loss Hessian: median {np.median(lam):.1f}, max {lam.max():.1f}; "
               f"{int(sharp.sum())}/{n} tasks have lambda_max > 2/alpha = {limit:g}, where gradient "
               f"descent with alpha={alpha:g} is unstable")
-        print(f"  diverged after {max(protocol.steps)} steps: {int(blown.sum())} tasks, "
-              f"{int((blown & sharp).sum())} of them with lambda_max > 2/alpha; mean amplitude "
-              f"{amp[blown].mean() if blown.any() else float('nan'):.2f} (diverged) vs "
-              f"{amp.mean():.2f} (all)")
-        extra["sharpness"] = {"lambda_max": lam.tolist(), "amplitude": amp.tolist(), "limit": limit,
-                              "diverged": blown.tolist()}
+        if not spec.classification:
+            blown = diverged_mask(curves[:n], yq[:n])[:, -1]
+            amp = params["amplitude"][:n]
+            print(f"  diverged after {max(protocol.steps)} steps: {int(blown.sum())} tasks, "
+                  f"{int((blown & sharp).sum())} of them with lambda_max > 2/alpha; mean amplitude "
+                  f"{amp[blown].mean() if blown.any() else float('nan'):.2f} (diverged) vs "
+                  f"{amp.mean():.2f} (all)")
     if args.json:
-        out = {"checkpoint": args.checkpoint, "protocol": protocol.describe(alpha), "inner_lr": alpha,
-               "backtrack": args.backtrack,
-               "results": {name: [vars(s) for s in stats] for name, stats in results.items()}, **extra}
         with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+            json.dump(json_rows(results), f, indent=1)
     return 0
 
 
 def cmd_plot(args):
-    from .run.checkpoint import read_checkpoint
     from .run.evaluate import load_or_train_pretrained
-    from .run.plotting import figure2
+    from .run.plotting import classification_figure, figure2
 
     args.checkpoint = _resolve(args.checkpoint)
-    ckpt = read_checkpoint(args.checkpoint)
-    net, theta, config = ckpt["net"], ckpt["theta"], ckpt["config"]
-    is_maml = config.get("model", "maml") == "maml"
-    models = {"MAML" if is_maml else config["model"]: (net, theta)}
-    if is_maml:
-        models["pretrained"] = (net, load_or_train_pretrained(args.checkpoint, config, progress=False))
+    ckpt, config = _load_run(args.checkpoint, args.data)
+    net, theta, spec = ckpt["net"], ckpt["theta"], config.problem
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "figure.png")
-    alpha = args.inner_lr or float(config.get("inner_lr", 0.01))
-    figure2(models, alpha, k=args.k or int(config.get("k_support", 10)), seed=args.seed, path=out)
+    if os.path.isdir(out) or os.path.splitext(out)[1].lower() != ".png":
+        raise _Error(f"--out must name a .png file, got {out!r}")
+    alpha = args.inner_lr or config.inner_lr
+    if spec.classification:
+        family = spec.family(config)
+        task = _plot_task(spec, family, dataclasses.replace(config, k_support=args.k or config.k_support), args.seed)
+        classification_figure(net, theta, task, alpha, config.test_steps, spec.loss, out)
+    else:
+        models = {"MAML" if config.model == "maml" else config.model: (net, theta)}
+        if config.model == "maml":
+            models["pretrained"] = (net, load_or_train_pretrained(args.checkpoint, ckpt["config"], progress=False))
+        figure2(models, alpha, k=args.k or config.k_support, seed=args.seed, path=out)
     print(f"figure -> {out}")
     return 0

@@ -72,7 +72,7 @@ class Fresh:
         if out is None:
             return self._keep(a.copy())
         out[...] = a
-        return out
+        return self._keep(out)
 
 
 class Arena(Fresh):

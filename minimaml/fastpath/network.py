@@ -208,10 +208,15 @@ class TaskLosses:
         return net.r_backward(views, caches, v, Rdelta, rgrad, ws)
 
     def axpy(self, c, X, Y):
-        """Y + cX (c a number): one pass over the flat parts, the low-rank factors concatenated."""
+        """Y + cX (c a number, or one per task (T,)): one pass over the flat parts, the low-rank
+        factors concatenated."""
         ws = self.ws
         low = {i: weights.axpy(c, X.low[i], Y.low[i], ws) for i in X.low}
-        return Vec(ws.add(Y.flat, ws.mul(X.flat, c)), low)
+        return Vec(ws.add(Y.flat, ws.mul(X.flat, weights.per_task(c, X.flat.ndim))), low)
+
+    def outputs(self, params, x):
+        """net(θ_t, x_t) for every task: the forward pass alone, (T, N, out)."""
+        return self.net.forward(self.net.views(params), augment(x, self.ws), self.ws)[0]
 
     def mean(self, X, dtype):
         """1/T Σ_t X_t as a flat (P,) array (a fresh one: it is handed to the user)."""

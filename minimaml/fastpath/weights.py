@@ -72,15 +72,22 @@ class LowRank:
         return low if self.W0 is None else self.W0 + low
 
 
+def per_task(c, ndim):
+    """A number stays a number; a (T,) array of per-task numbers becomes (T, 1, ..., 1) (ndim axes),
+    to scale a batch of per-task arrays."""
+    return c if getattr(c, "ndim", 0) == 0 else c.reshape(c.shape + (1,) * (ndim - 1))
+
+
 def axpy(c, X, Y, ws):
-    """Y + cX for two per-task weight matrices (the inner step θ − αg and the walk back g − αHg).
+    """Y + cX for two per-task weight matrices (the inner step θ − αg and the walk back g − αHg);
+    c a number or one number per task (T,).
 
     Full + Full stays full; anything with a LowRank part becomes LowRank, its factors concatenated
     (the rank adds up), a Full(W0) on the Y side, shared by the tasks, becoming its W0.
     """
     if isinstance(X, Full):
-        return Full(ws.add(Y.W, ws.mul(X.W, c)))
-    B = ws.mul(X.B, c)
+        return Full(ws.add(Y.W, ws.mul(X.W, per_task(c, X.W.ndim))))
+    B = ws.mul(X.B, per_task(c, X.B.ndim))
     if isinstance(Y, Full):                      # θ_0 (shared) − α (low-rank gradient)
         return LowRank(Y.W, X.A, B)
     return LowRank(Y.W0, ws.concat([Y.A, X.A], axis=-2), ws.concat([Y.B, B], axis=-2))

@@ -12,7 +12,7 @@ implementations, so an algorithm never writes its own backprop:
 
 Both hold per-task parameters in their own form (``start(θ)`` makes it) and offer
 ``value_and_grad(params, x, y) -> (losses (T,), grads, cache)``, ``hvp(cache, v)``,
-``axpy(c, X, Y) = Y + cX``, ``mean(X)`` over tasks and ``flat(X)`` as (T, P).
+``axpy(c, X, Y) = Y + cX``, ``mean(X)`` over tasks, ``flat(X)`` as (T, P) and ``outputs(params, x)``.
 
     inner loop   θ_0 = θ,   θ_{k+1} = θ_k − α ∇L_support(θ_k),   k = 0..S−1
     walk back    g ← ∇L_query(θ_S);   for k = S−1..0:  g ← (I − α H_k) g = g − α H_k g
@@ -81,9 +81,13 @@ class EngineTaskLosses:
         thetas, x, y = cache
         return hvp(lambda th: ops.sum(task_losses(self.model, self.loss, th, x, y)), thetas, v)
 
+    def outputs(self, params, x):
+        return task_outputs(self.model, params, x)
+
     @staticmethod
     def axpy(c, X, Y):
-        return Y + c * X
+        """Y + cX, c a number or one per task (T,)."""
+        return Y + (c if np.ndim(c) == 0 else np.reshape(c, (-1, 1))) * X
 
     @staticmethod
     def mean(X, dtype):

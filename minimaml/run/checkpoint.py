@@ -3,13 +3,15 @@
 Layout (every entry a plain array, so ``np.load(path, allow_pickle=False)`` reads it)::
 
     format            "minimaml-checkpoint"      tag that tells our files from foreign .npz
-    version           1
+    version           2 (version 1 files, from before models had descriptions, still load)
     theta             (P,)   the flat parameter vector, in its training dtype
-    sizes             (L+1,) MLP layer sizes, e.g. [1, 40, 40, 1]
-    activation        "relu" | "tanh"
+    model             JSON text of the model's description: {"kind": "mlp", "sizes", "activation",
+                      "norm"} (``MLP.describe()``) and the loss's name ("mse" | "softmax_cross_entropy")
+    sizes, activation the MLP's layer sizes and activation (also in ``model``; version 1 has only these)
     config            JSON text of the run's configuration (a dict)
     iteration         number of completed meta-updates
     history           (N, 2) rows (iteration, mean meta-loss over the last log period)
+    val_history       (M, 2) rows (iteration, validation metric): the learning curve
     rng_state         JSON text of the task sampler's numpy bit-generator state
     optimizer         JSON text of the optimizer's scalar state (name, lr, t, ...)
     optimizer/<key>   the optimizer's array state (Adam's m and v)
@@ -27,7 +29,8 @@ import zipfile
 import numpy as np
 
 FORMAT = "minimaml-checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _REQUIRED = ("format", "version", "theta", "sizes", "activation", "config", "iteration")
 
 
@@ -36,12 +39,13 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0, history=None,
-                    rng_state=None):
+                    rng_state=None, loss="mse", val_history=None):
     """Write a checkpoint atomically to ``path`` (a ``.npz`` file; parent folders are created).
 
-    ``config`` is a dict (or a dataclass such as ``TrainConfig``) of JSON-able values;
-    ``optimizer_state`` is ``optimizer.state_dict()``; ``rng_state`` is
-    ``rng.bit_generator.state``. ``theta`` may be a CuPy array (it is copied to the host).
+    ``net`` is an ``MLP`` (its description is stored); ``config`` is a dict (or a dataclass such as
+    ``TrainConfig``) of JSON-able values; ``optimizer_state`` is ``optimizer.state_dict()``;
+    ``rng_state`` is ``rng.bit_generator.state``; ``loss`` the loss's name. ``theta`` may be a
+    CuPy array (it is copied to the host).
     """
     path = os.fspath(path)
     if hasattr(config, "__dataclass_fields__"):
@@ -52,6 +56,7 @@ def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0,
         raise ValueError(f"theta must have shape ({net.num_params},) for MLP sizes {list(net.sizes)}, "
                          f"got {theta.shape}")
     history = np.zeros((0, 2)) if history is None or len(history) == 0 else np.asarray(history, float)
+    val_history = np.zeros((0, 2)) if val_history is None or len(val_history) == 0 else np.asarray(val_history, float)
     arrays = {
         "format": np.array(FORMAT),
         "version": np.array(VERSION),
@@ -61,7 +66,9 @@ def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0,
         "config": np.array(json.dumps(config, sort_keys=True, default=_json_scalar)),
         "iteration": np.array(int(iteration)),
         "history": history.reshape(-1, 2),
+        "val_history": val_history.reshape(-1, 2),
         "rng_state": np.array(json.dumps(rng_state)),
+        "model": np.array(json.dumps({**net.describe(), "loss": loss})),
     }
     if optimizer_state is not None:
         scalars = {}
@@ -91,11 +98,13 @@ def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0,
 def read_checkpoint(path):
     """Load everything a checkpoint holds, for resuming or inspection.
 
-    Returns a dict with ``net`` (an ``MLP``), ``theta``, ``config`` (dict), ``iteration``,
-    ``history`` (N, 2), ``rng_state`` (dict or None) and ``optimizer_state`` (dict or None).
+    Returns a dict with ``net`` (an ``MLP``), ``loss`` (the loss function), ``theta``, ``config``
+    (dict), ``iteration``, ``history`` (N, 2), ``val_history`` (M, 2), ``rng_state`` (dict or None)
+    and ``optimizer_state`` (dict or None).
     Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` for a file that
     is not a readable minimaml checkpoint, both naming the path and the problem.
     """
+    from ..nn.losses import loss_by_name, mse
     from ..nn.mlp import MLP
 
     path = os.fspath(path)
@@ -118,11 +127,15 @@ def read_checkpoint(path):
     if missing:
         raise CheckpointError(f"checkpoint {path!r} is incomplete: missing {missing}")
     version = int(arrays["version"])
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(f"checkpoint {path!r} has format version {version}; "
-                              f"this minimaml reads version {VERSION}")
+                              f"this minimaml reads versions {READABLE_VERSIONS}")
     try:
-        net = MLP([int(s) for s in arrays["sizes"]], activation=str(arrays["activation"]))
+        if "model" in arrays:
+            model = json.loads(str(arrays["model"]))
+            net, loss = MLP.from_description(model), loss_by_name(model.get("loss", "mse"))
+        else:   # version 1: a sinusoid MLP with MSE
+            net, loss = MLP([int(s) for s in arrays["sizes"]], activation=str(arrays["activation"])), mse
         config = json.loads(str(arrays["config"]))
         rng_state = json.loads(str(arrays["rng_state"])) if "rng_state" in arrays else None
         optimizer_state = None
@@ -131,18 +144,20 @@ def read_checkpoint(path):
             for key in arrays:
                 if key.startswith("optimizer/"):
                     optimizer_state[key[len("optimizer/"):]] = arrays[key]
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path!r} has an invalid entry: {e}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path!r} has an invalid entry: {type(e).__name__}: {e}") from None
     theta = arrays["theta"]
     if theta.shape != (net.num_params,):
         raise CheckpointError(f"checkpoint {path!r}: theta has shape {theta.shape} but MLP sizes "
                               f"{list(net.sizes)} need ({net.num_params},)")
     return {
         "net": net,
+        "loss": loss,
         "theta": theta,
         "config": config,
         "iteration": int(arrays["iteration"]),
         "history": arrays.get("history", np.zeros((0, 2))),
+        "val_history": arrays.get("val_history", np.zeros((0, 2))),
         "rng_state": rng_state,
         "optimizer_state": optimizer_state,
     }

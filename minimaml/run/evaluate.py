@@ -1,6 +1,9 @@
-"""Few-shot evaluation: fine-tune on K support points of unseen tasks, measure the query MSE.
+"""Few-shot evaluation: fine-tune on the support set of unseen tasks, measure the query set.
 
-Protocol (fixed and seeded, so two runs print the same numbers):
+Every problem (``problems.py``) has a fixed, seeded protocol, so two runs print the same numbers.
+Classification (Omniglot): 600 test tasks of characters never seen in training, fine-tuned with
+α for 0, 1, 3, 5 and 10 steps; the metric is the query accuracy in %, mean ± 95% confidence
+interval over tasks and median. Regression (sinusoids):
 
 * ``num_tasks`` test sinusoids (default 1000) drawn from the training distribution
   (A ~ U[0.1, 5], φ ~ U[0, π]) with their own seed, disjoint from the training stream;
@@ -35,91 +38,74 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..meta.checks import as_data
+from ..meta.inner import task_losses_for
+from ..nn.losses import accuracy, is_classification, mse
 from ..tasks import Sinusoid
+from .problems import Protocol, SinusoidProblem  # noqa: F401  (Protocol: part of this module's API)
 
 DIVERGENCE_FACTOR = 10.0
 
 
-@dataclass(frozen=True)
-class Protocol:
-    num_tasks: int = 1000
-    k: int = 10
-    num_query: int = 100
-    steps: tuple = (0, 1, 5, 10)
-    inner_lr: float = None          # None: the model's training inner_lr
-    seed: int = 2017
-
-    def __post_init__(self):
-        for name in ("num_tasks", "k", "num_query"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not self.steps or any(int(s) != s or s < 0 for s in self.steps):
-            raise ValueError(f"steps must be a non-empty list of ints >= 0, got {self.steps!r}")
-        if self.inner_lr is not None and not (math.isfinite(self.inner_lr) and self.inner_lr > 0):
-            raise ValueError(f"inner_lr must be > 0, got {self.inner_lr!r}")
-
-    def describe(self, inner_lr):
-        return (f"{self.num_tasks} test sinusoids (seed {self.seed}), K={self.k} support points "
-                f"x~U[-5,5], query MSE on {self.num_query} evenly spaced x in [-5,5]; fine-tuning: "
-                f"gradient descent on the support MSE, alpha={inner_lr:g}; diverged: query MSE "
-                f"non-finite or > {DIVERGENCE_FACTOR:g}x both its value before fine-tuning and the MSE of predicting 0")
-
-
 def protocol_tasks(protocol):
-    """The protocol's fixed test set: xs, ys (T, K, 1), xq, yq (T, N, 1) float64, and params.
-
-    Drawn here, in a fixed order (amplitudes, phases, support x), rather than by
-    ``Sinusoid.sample``, so the test set stays the same if the training sampler changes."""
-    family = Sinusoid()
-    rng = np.random.default_rng([int(protocol.seed), 2])
-    params = {"amplitude": rng.uniform(*family.amp_range, size=protocol.num_tasks),
-              "phase": rng.uniform(*family.phase_range, size=protocol.num_tasks)}
-    xs = rng.uniform(*family.x_range, size=(protocol.num_tasks, protocol.k, 1))
-    grid = np.linspace(*family.x_range, protocol.num_query)[:, None]
-    yq = Sinusoid.function(params, grid)
-    return xs, Sinusoid.function(params, xs), np.broadcast_to(grid, yq.shape), yq, params
+    """The sinusoid protocol's fixed test set: xs, ys (T, K, 1), xq, yq (T, N, 1), and params."""
+    return SinusoidProblem.test_set(Sinusoid(), protocol)
 
 
-def finetune_curves(net, theta, xs, ys, xq, yq, inner_lr, max_steps, backtrack=False):
-    """Query MSE of every task after 0..max_steps steps of gradient descent on its support set.
+def finetune_curves(net, theta, xs, ys, xq, yq, inner_lr, max_steps, backtrack=False, loss=mse,
+                    chunk=100):
+    """The query metric of every task after 0..max_steps steps of gradient descent on its support
+    set: θ_{s+1} = θ_s − α ∇L_support(θ_s) from θ_0 = θ (P,). Returns (T, max_steps + 1) float64:
+    the query loss (regression; diverging tasks give inf/nan entries, no warnings: they are
+    counted, not hidden), or the query accuracy in % (``softmax_cross_entropy``).
 
-    θ (P,) shared start; returns (T, max_steps + 1) float64. Diverging tasks give inf/nan
-    entries (no warnings): they are counted, not hidden.
-
+    Tasks are fine-tuned ``chunk`` at a time (memory), by the fast route when it covers the model.
     ``backtrack=True`` is a safeguard, not the paper's protocol: a backtracking line search per
     task. If a step would raise the task's support loss, that task's step size is halved
     (α_t ← α_t / 2, and it stays halved) and the step retried, so the support loss never
     increases and no task can diverge; tasks whose steps all decrease it are fine-tuned exactly
     as without it.
     """
-    from ..fastpath import mlp_loss_and_grad
-    from ..meta.maml import query_loss
-
+    T = xs.shape[0]
     theta = np.asarray(theta, dtype=np.float64)
-    thetas = np.broadcast_to(theta, (xs.shape[0], theta.shape[0])).copy()
-    alphas = np.full((xs.shape[0], 1), float(inner_lr))
-    curves = np.empty((xs.shape[0], max_steps + 1))
+    xs, ys, xq, yq = as_data(theta, loss, xs, ys, xq, yq)
+    tl = task_losses_for(net, loss, rank=xs.shape[1] * max_steps)
+    curves = np.empty((T, max_steps + 1))
     with np.errstate(all="ignore"):
-        curves[:, 0] = query_loss(net, thetas, xq, yq)
-        support, grads = mlp_loss_and_grad(net, thetas, xs, ys)
-        for s in range(1, max_steps + 1):
-            proposal = thetas - alphas * grads
-            new_support, new_grads = mlp_loss_and_grad(net, proposal, xs, ys)
-            for _ in range(30 if backtrack else 0):
-                worse = np.flatnonzero(~(new_support <= support))    # ~(<=) also catches nan
-                if worse.size == 0:
-                    break
-                alphas[worse] /= 2
-                proposal[worse] = thetas[worse] - alphas[worse] * grads[worse]
-                new_support[worse], new_grads[worse] = mlp_loss_and_grad(net, proposal[worse], xs[worse], ys[worse])
-            else:
-                if backtrack:   # still no decrease after 30 halvings (a stationary point): stay
-                    worse = ~(new_support <= support)
-                    proposal[worse], new_support[worse], new_grads[worse] = thetas[worse], support[worse], grads[worse]
-            thetas, support, grads = proposal, new_support, new_grads
-            curves[:, s] = query_loss(net, thetas, xq, yq)
+        for lo in range(0, T, chunk):
+            c = slice(lo, min(T, lo + chunk))
+            curves[c] = _finetune_chunk(tl, theta, xs[c], ys[c], xq[c], yq[c], inner_lr, max_steps,
+                                        backtrack, loss)
     return curves
+
+
+def _finetune_chunk(tl, theta, xs, ys, xq, yq, inner_lr, max_steps, backtrack, loss):
+    def measure(params):
+        out = tl.outputs(params, xq)
+        return 100.0 * accuracy(out, yq) if is_classification(loss) else loss(out, yq)
+
+    params = tl.start(theta)
+    curves = [measure(params)]
+    support, grads, _ = tl.value_and_grad(params, xs, ys)
+    alphas = np.full(xs.shape[0], float(inner_lr))
+    for _ in range(max_steps):
+        proposal = tl.axpy(-alphas, grads, params)
+        new_support, new_grads, _ = tl.value_and_grad(proposal, xs, ys)
+        for _ in range(30 if backtrack else 0):
+            worse = ~(new_support <= support)              # ~(<=) also catches nan
+            if not worse.any():
+                break
+            alphas[worse] /= 2
+            proposal = tl.axpy(-alphas, grads, params)
+            new_support, new_grads, _ = tl.value_and_grad(proposal, xs, ys)
+        else:
+            if backtrack:   # still no decrease after 30 halvings (a stationary point): stay
+                alphas[~(new_support <= support)] = 0.0
+                proposal = tl.axpy(-alphas, grads, params)
+                new_support, new_grads, _ = tl.value_and_grad(proposal, xs, ys)
+        params, support, grads = proposal, new_support, new_grads
+        curves.append(measure(params))
+    return np.stack(curves, axis=1)
 
 
 @dataclass
@@ -132,11 +118,12 @@ class StepStats:
     num_tasks: int
 
 
-def summarize(curves, steps, yq):
+def summarize(curves, steps, yq=None):
     """Per requested step count: mean ± 95% CI over tasks, median and the diverged count
-    (``yq`` (T, Q, 1): the query targets, for ``diverged_mask``)."""
+    (``yq`` (T, Q, 1): the regression query targets, for ``diverged_mask``; None for accuracies,
+    which cannot diverge)."""
     n = curves.shape[0]
-    blown = diverged_mask(curves, yq)
+    blown = diverged_mask(curves, yq) if yq is not None else np.zeros(curves.shape, dtype=bool)
     with np.errstate(all="ignore"):
         out = []
         for s in steps:
@@ -149,14 +136,16 @@ def summarize(curves, steps, yq):
     return out
 
 
-def evaluate(net, theta, protocol=None, inner_lr=0.01, return_curves=False, backtrack=False):
-    """Evaluate one parameter vector on the protocol's test tasks: a list of ``StepStats``
-    (and the (T, max_steps + 1) per-task query-MSE curves if ``return_curves``)."""
+def evaluate(net, theta, protocol=None, inner_lr=0.01, return_curves=False, backtrack=False,
+             problem=SinusoidProblem, family=None):
+    """Evaluate one parameter vector on the protocol's test tasks of ``problem``: a list of
+    ``StepStats`` (and the (T, max_steps + 1) per-task curves if ``return_curves``)."""
     protocol = protocol or Protocol()
     alpha = protocol.inner_lr if protocol.inner_lr is not None else inner_lr
-    xs, ys, xq, yq, _ = protocol_tasks(protocol)
-    curves = finetune_curves(net, theta, xs, ys, xq, yq, alpha, max(protocol.steps), backtrack)
-    stats = summarize(curves, protocol.steps, yq)
+    family = family if family is not None else Sinusoid()
+    xs, ys, xq, yq, _ = problem.test_set(family, protocol)
+    curves = finetune_curves(net, theta, xs, ys, xq, yq, alpha, max(protocol.steps), backtrack, problem.loss)
+    stats = summarize(curves, protocol.steps, None if problem.classification else yq)
     return (stats, curves) if return_curves else stats
 
 
@@ -168,12 +157,12 @@ def diverged_mask(curves, yq):
         return ~np.isfinite(curves) | (curves > DIVERGENCE_FACTOR * scale)
 
 
-def format_table(results):
-    """``results``: {model name: [StepStats]} -> an aligned text table."""
+def format_table(results, metric="query MSE"):
+    """``results``: {model name: [StepStats]} -> an aligned text table of ``metric``."""
     def num(x):  # blown-up means are shown, compactly: hiding them would hide the divergence
         return f"{x:.3f}" if abs(x) < 1e4 else f"{x:.1e}"
 
-    lines = [f"{'model':<11} {'steps':>5}  {'mean ± 95% CI':>19}  {'median':>8}  {'diverged':>9}"]
+    lines = [f"{metric}:", f"{'model':<11} {'steps':>5}  {'mean ± 95% CI':>19}  {'median':>8}  {'diverged':>9}"]
     for name, stats in results.items():
         for st in stats:
             mean = f"{num(st.mean)} ± {num(st.ci95)}" if math.isfinite(st.mean) else "inf (overflow)"
@@ -182,27 +171,38 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def sharpness(net, theta, xs, ys, iterations=100, exact=False, seed=0):
-    """λ_max of each task's support-loss Hessian H_t at θ: (T,) float64.
+def json_rows(results):
+    """{model: [StepStats]} -> the rows of ``eval --json``: {"model", "steps", "mean", "ci95",
+    "median", "diverged", "tasks"} (accuracy in % for classification, MSE for regression)."""
+    return [{"model": name, "steps": s.steps, "mean": s.mean, "ci95": s.ci95, "median": s.median,
+             "diverged": s.diverged, "tasks": s.num_tasks} for name, stats in results.items() for s in stats]
+
+
+def sharpness(net, theta, xs, ys, iterations=100, exact=False, seed=0, loss=mse):
+    """The top eigenvalue of each task's support-loss Hessian H_t at θ: (T,) float64.
 
     Gradient descent with step α on task t is stable near θ only if λ_max(H_t) < 2/α (the error
     along the top eigenvector is multiplied by 1 − αλ each step). By default: power iteration
     v ← H_t v / ‖H_t v‖ for all tasks at once, with exact Hessian-vector products
-    (``minimaml.fastpath.mlp_hvp``), returning the Rayleigh quotient vᵀH_t v (the eigenvalue of
-    largest magnitude, converged to a few digits in ~100 iterations). ``exact=True`` forms each
-    (P, P) Hessian (``mlp_hessian``) and takes its top eigenvalue: exact but O(P³) per task.
+    (``minimaml.fastpath.mlp_hvp``), returning the Rayleigh quotient vᵀH_t v. Power iteration finds
+    the eigenvalue of largest *magnitude*: that is λ_max when the Hessian's most negative
+    eigenvalue is smaller in size (as for these trained networks), otherwise a negative number;
+    a few digits in ~100 iterations. ``exact=True`` forms each (P, P) Hessian (``mlp_hessian``)
+    and takes its largest eigenvalue: exact but O(P³) per task.
     """
     from ..fastpath import mlp_hessian, mlp_hvp
 
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
     theta = np.asarray(theta, dtype=np.float64)
     if exact:
-        return np.array([np.linalg.eigvalsh(mlp_hessian(net, theta, xs[t], ys[t]))[-1]
+        return np.array([np.linalg.eigvalsh(mlp_hessian(net, theta, xs[t], ys[t], loss=loss))[-1]
                          for t in range(xs.shape[0])])
     thetas = np.broadcast_to(theta, (xs.shape[0], theta.shape[0])).copy()
     v = np.random.default_rng(seed).standard_normal(thetas.shape)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     for _ in range(iterations):
-        hv = mlp_hvp(net, thetas, xs, ys, v)
+        hv = mlp_hvp(net, thetas, xs, ys, v, loss=loss)
         lam = np.einsum("tp,tp->t", v, hv)
         v = hv / np.linalg.norm(hv, axis=1, keepdims=True)
     return lam

@@ -1,6 +1,6 @@
-"""The paper's Figure 2, for one test sinusoid: the true curve, the K support points, and the
-network's prediction before fine-tuning and after 1 and 10 gradient steps on those points,
-for MAML (left) and the pretrained baseline (right)."""
+"""Figures: the paper's Figure 2 for sinusoids (``figure2``), a test task of image classification
+before and after adaptation (``classification_figure``), and the learning curve
+(``learning_curve``). Plain matplotlib Figures (no pyplot state), saved as PNG when given a path."""
 
 import os
 
@@ -10,17 +10,9 @@ from ..tasks import Sinusoid
 
 
 def adapted_predictions(net, theta, xs, ys, x, inner_lr, steps):
-    """{s: net(θ_s, x)} for s in ``steps``, θ_s after s gradient steps on (xs, ys) (K, 1)."""
-    from ..fastpath import mlp_loss_and_grad
-
-    theta = np.asarray(theta, dtype=np.float64)[None]           # (1, P): a batch of one task
-    out = {}
-    for s in range(max(steps) + 1):
-        if s in steps:
-            out[s] = net.net(theta[0], x)[:, 0]
-        if s < max(steps):
-            theta = theta - inner_lr * mlp_loss_and_grad(net, theta, xs[None], ys[None])[1]
-    return out
+    """{s: net(θ_s, x)[:, 0]} for s in ``steps``, θ_s after s gradient steps on (xs, ys) (K, 1)."""
+    from ..nn import mse
+    return {s: out[:, 0] for s, out in adapted_outputs(net, theta, xs, ys, x, inner_lr, steps, mse).items()}
 
 
 def figure2(models, inner_lr, k=10, seed=4, steps=(0, 1, 10), path=None, amplitude=None, phase=None):
@@ -66,8 +58,91 @@ def figure2(models, inner_lr, k=10, seed=4, steps=(0, 1, 10), path=None, amplitu
     fig.suptitle(f"A sin(x − φ), A = {params['amplitude'][0]:.2f}, φ = {params['phase'][0]:.2f}, "
                  f"α = {inner_lr:g}", fontsize=10)
     fig.tight_layout()
-    if path is not None:
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fig.savefig(path, dpi=110)
+    _save(fig, path)
     return fig
+
+
+def adapted_outputs(net, theta, xs, ys, x, inner_lr, steps, loss):
+    """{s: net(θ_s, x)} for s in ``steps`` for one task, θ_s after s gradient steps on (xs, ys)."""
+    from ..meta.inner import task_losses_for
+
+    tl = task_losses_for(net, loss, rank=xs.shape[0] * max(steps))
+    params, out = tl.start(np.asarray(theta, dtype=np.float64)), {}
+    for s in range(max(steps) + 1):
+        if s in steps:
+            out[s] = tl.outputs(params, x[None])[0]
+        if s < max(steps):
+            params = tl.axpy(-inner_lr, tl.value_and_grad(params, xs[None], ys[None])[1], params)
+    return out
+
+
+def classification_figure(net, theta, task, inner_lr, steps=3, loss=None, path=None, title=""):
+    """One test task of N-way K-shot image classification: its support images with their labels,
+    then its query images with the labels the network predicts before adaptation and after
+    ``steps`` gradient steps on the support set, framed green when right and red when wrong.
+    ``task`` = (xs (N·K, 784), ys (N·K,), xq (N·Q, 784), yq (N·Q,))."""
+    from matplotlib.figure import Figure
+
+    from ..nn import softmax_cross_entropy
+
+    xs, ys, xq, yq = task
+    side = int(round(np.sqrt(xs.shape[-1])))
+    preds = {s: out.argmax(-1) for s, out in adapted_outputs(
+        net, theta, xs, ys, xq, inner_lr, (0, steps), loss or softmax_cross_entropy).items()}
+    rows = [("support", xs, ys, None)] + [(f"{s} step{'s' * (s != 1)}", xq, yq, preds[s]) for s in (0, steps)]
+    cols = max(len(xs), len(xq))
+    fig = Figure(figsize=(1.0 * cols + 1.2, 1.25 * len(rows) + 0.4))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (name, images, labels, pred) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(images):
+                ax.axis("off")
+                continue
+            ax.imshow(images[c].reshape(side, side), cmap="gray_r", vmin=0, vmax=1)
+            if pred is None:
+                ax.set_title(f"label {labels[c]}", fontsize=8)
+            else:
+                right = pred[c] == labels[c]
+                ax.set_title(f"pred {pred[c]} ({labels[c]})", fontsize=8, color="tab:green" if right else "tab:red")
+                for spine in ax.spines.values():
+                    spine.set_color("tab:green" if right else "tab:red")
+                    spine.set_linewidth(2.5)
+        axes[r][0].set_ylabel(name if pred is None else
+                              f"query, {name}\n{np.mean(pred == labels):.0%} right", fontsize=9)
+    fig.suptitle(title or f"a test task: support, then query predictions before and after {steps} steps "
+                 f"(α = {inner_lr:g}); in brackets the true label", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def learning_curve(history, val_history, path=None, metric="validation accuracy (%)", title=""):
+    """The meta-loss and the validation metric against the meta-iteration, side by side."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6))
+    ax_loss, ax_val = fig.subplots(1, 2)
+    history, val_history = np.asarray(history).reshape(-1, 2), np.asarray(val_history).reshape(-1, 2)
+    ax_loss.plot(history[:, 0], history[:, 1], color="tab:blue")
+    ax_loss.set_xlabel("meta-iteration")
+    ax_loss.set_ylabel("meta-loss (mean over a log period)")
+    ax_loss.set_yscale("log")
+    ax_val.plot(val_history[:, 0], val_history[:, 1], marker=".", color="tab:green")
+    ax_val.set_xlabel("meta-iteration")
+    ax_val.set_ylabel(metric)
+    for ax in (ax_loss, ax_val):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def _save(fig, path):
+    if path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path, dpi=110)

@@ -7,9 +7,13 @@
         L_meta = 1/T Σ_t L_query,t(θ'_t),  g = ∇θ L_meta                     ┘
         θ ← Adam(θ, g) with step size β = meta_lr
 
-The same loop trains the "pretrained" baseline of the paper (``model="pretrained"``): one
-network regressed on all tasks jointly, i.e. the query-loss gradient at θ itself (zero inner
-steps) on all K + K_q points of every sampled task.
+The problem (``config.task``: sinusoid regression or Omniglot classification, see
+``problems.py``) gives the task family, the network and the loss; the loop knows none of them in
+particular. For regression the same loop trains the "pretrained" baseline of the paper
+(``model="pretrained"``): one network regressed on all tasks jointly, i.e. the query-loss gradient
+at θ itself (zero inner steps) on all K + K_q points of every sampled task. Every ``val_every``
+iterations it measures the model on fixed validation tasks (Omniglot: characters of the "val"
+split, never the test ones) after ``test_steps`` inner steps: the learning curve.
 
 Resuming is exact: a checkpoint stores θ, Adam's state and the task sampler's RNG state, so a
 run interrupted at a checkpoint and resumed ends with the very same θ as an uninterrupted run.
@@ -17,16 +21,18 @@ run interrupted at a checkpoint and resumed ends with the very same θ as an uni
 
 import dataclasses
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from ..nn.losses import loss_name
 from ..nn.mlp import MLP
 from ..optim import Adam
-from ..tasks import Sinusoid
+from .checkpoint import read_checkpoint, save_checkpoint
+from .problems import PROBLEMS, problem
 
 METHODS = ("hvp", "first_order", "autodiff", "hessian")
 MODELS = ("maml", "pretrained")
@@ -34,7 +40,7 @@ DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
 # Fields that may differ between a checkpoint's config and a resumed run's config
 # (a GPU run can continue on the CPU and vice versa: same float32 arithmetic, same state).
-RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "log_every", "device")
+RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "log_every", "device", "data", "val_every", "val_tasks")
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,41 +57,67 @@ class DeviceUnavailable(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults: the MAML paper's sinusoid setup (Finn et al. 2017, §5.1):
-    a 1-40-40-1 ReLU network, one inner step of α = 0.01 on K = 10 support points, Adam with
-    β = 1e-3 on meta-batches of 25 tasks, query sets of 10 points. The paper trains for 70,000
-    meta-updates; the default here is shorter so that ``minimaml train`` takes about a minute.
+    """One training run. Fields left None take the problem's defaults (``problems.py``): for
+    ``task="sinusoid"`` the MAML paper's sinusoid setup (Finn et al. 2017, §5.1): a 1-40-40-1 ReLU
+    network, one inner step of α = 0.01 on K = 10 support points, Adam with β = 1e-3 on meta-batches
+    of 25 tasks, query sets of 10 points (the paper trains for 70,000 meta-updates; the default
+    here is 50,000 so that ``minimaml train`` takes about a minute); for ``task="omniglot"`` its
+    Omniglot setup (§5.2): 784-256-128-64-64-N with batch norm, α = 0.4·N on the mean
+    cross-entropy, K = 1 shot, meta-batch 32, 60,000 meta-updates, 3 inner steps at test.
     """
-    sizes: list = field(default_factory=lambda: [1, 40, 40, 1])
+    task: str = "sinusoid"          # the problem: "sinusoid" | "omniglot"
+    sizes: list = None              # layer widths (None: the problem's network)
     activation: str = "relu"
-    inner_lr: float = 0.01          # α, the inner (adaptation) step size
+    norm: str = None                # None | "batch" (None: the problem's)
+    ways: int = 5                   # N classes per task (classification)
+    data: str = None                # Omniglot's data folder (None: $MINIMAML_DATA)
+    inner_lr: float = None          # α, the inner (adaptation) step size
     steps: int = 1                  # inner gradient steps during meta-training
+    test_steps: int = None          # inner steps for the validation curve
     meta_lr: float = 1e-3           # β, Adam's step size for the outer update
-    meta_batch: int = 25            # T, tasks per meta-update
-    k_support: int = 10             # K, support points per task
-    k_query: int = 10               # query points per task
-    iterations: int = 50000         # meta-updates (the paper: 70000)
-    method: str = "hvp"             # how the meta-gradient is computed (see maml.py)
+    meta_batch: int = None          # T, tasks per meta-update
+    k_support: int = None           # K, support points per task (per class for classification)
+    k_query: int = None             # query points per task (per class for classification)
+    iterations: int = None          # meta-updates
+    method: str = "hvp"             # how the meta-gradient is computed (see meta/maml.py)
     dtype: str = "float32"          # float32 is faster; float64 for exactness checks
     device: str = "cpu"             # "cuda": θ, Adam state and the meta-gradient on the GPU
     seed: int = 0                   # θ's init and the task stream
     model: str = "maml"             # "maml" or the "pretrained" baseline
     checkpoint_every: int = 5000
     log_every: int = 500
+    val_every: int = None           # iterations between validation measurements (0: none)
+    val_tasks: int = 200            # validation tasks per measurement
 
     def __post_init__(self):
         def need(ok, what):
             if not ok:
                 raise ConfigError(f"invalid training config: {what}")
+
+        def is_int(value, low):
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+        need(self.task in PROBLEMS, f"unknown task {self.task!r}; choose one of {sorted(PROBLEMS)}")
+        need(is_int(self.ways, 2), f"ways must be an int >= 2, got {self.ways!r}")
+        spec = problem(self.task)
+        for name, value in spec.defaults.items():          # the problem's setup where none is given
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name, value in getattr(spec, "resolve", lambda config: {})(self).items():
+            setattr(self, name, value)                     # defaults that depend on other fields
+        need(isinstance(self.sizes, (list, tuple)) and all(is_int(s, 1) for s in self.sizes) and len(self.sizes) >= 2,
+             f"sizes must be a list of at least 2 ints >= 1, got {self.sizes!r}")
         self.sizes = [int(s) for s in self.sizes]
-        need(math.isfinite(self.inner_lr) and self.inner_lr > 0, f"inner_lr must be > 0, got {self.inner_lr}")
-        need(math.isfinite(self.meta_lr) and self.meta_lr > 0, f"meta_lr must be > 0, got {self.meta_lr}")
-        need(int(self.steps) == self.steps and self.steps >= 0, f"steps must be an int >= 0, got {self.steps}")
-        for name in ("meta_batch", "k_support", "k_query", "checkpoint_every", "log_every"):
+        for name in ("inner_lr", "meta_lr"):
             value = getattr(self, name)
-            need(int(value) == value and value >= 1, f"{name} must be an int >= 1, got {value}")
-        need(int(self.iterations) == self.iterations and self.iterations >= 0,
-             f"iterations must be an int >= 0, got {self.iterations}")
+            need(isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                 and value > 0, f"{name} must be a finite number > 0, got {value!r}")
+        for name, low in (("steps", 0), ("test_steps", 0), ("meta_batch", 1), ("k_support", 1), ("k_query", 1),
+                          ("checkpoint_every", 1), ("log_every", 1), ("iterations", 0), ("seed", 0),
+                          ("val_every", 0), ("val_tasks", 1)):
+            need(is_int(getattr(self, name), low), f"{name} must be an int >= {low}, got {getattr(self, name)!r}")
+        need(self.activation in ("relu", "tanh"), f"unknown activation {self.activation!r}")
+        need(self.norm in (None, "batch"), f"unknown norm {self.norm!r}; choose None or 'batch'")
         need(self.method in METHODS, f"unknown method {self.method!r}; choose one of {METHODS}")
         need(self.model in MODELS, f"unknown model {self.model!r}; choose one of {MODELS}")
         need(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose one of {DTYPES}")
@@ -94,18 +126,38 @@ class TrainConfig:
              f"device 'cuda' runs the methods 'hvp' and 'first_order', not {self.method!r}")
         need(self.device == "cpu" or self.dtype == "float32",
              f"device 'cuda' computes in float32, got dtype {self.dtype!r}")
+        need(self.device == "cpu" or (self.task == "sinusoid" and self.norm is None),
+             "device 'cuda' runs the fused kernel: sinusoid MLPs without batch norm")
+        need(self.model == "maml" or not spec.classification,
+             f"the pretrained baseline is defined for regression, not for task {self.task!r} "
+             "(labels are permuted per task)")
+        if spec.classification:
+            need(self.sizes[-1] == self.ways, f"the network has {self.sizes[-1]} outputs but ways={self.ways}")
+
+    @property
+    def problem(self):
+        return problem(self.task)
+
+    def make_net(self):
+        return MLP(self.sizes, self.activation, self.norm)
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d):
-        """A config from a checkpoint's dict; unknown keys are an error (a foreign config)."""
+        """A config from a checkpoint's dict; unknown keys are an error (a foreign config). Keys
+        that older checkpoints lack take their defaults (a sinusoid run)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a training config must be a dict, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown training-config keys {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as e:   # e.g. a value of the wrong type that the checks cannot compare
+            raise ConfigError(f"invalid training config: {e}") from None
 
 
 @dataclass
@@ -118,6 +170,7 @@ class TrainResult:
     seconds: float                  # wall time of this call's loop
     iterations_run: int = 0         # meta-updates done by this call (fewer than iteration if resumed)
     checkpoint: str = None          # path of the written checkpoint, if any
+    val_history: np.ndarray = None  # (M, 2) rows (iteration, validation metric)
 
 
 def _device_module(config):
@@ -138,8 +191,10 @@ def _device_module(config):
 
     from ..meta.maml import meta_value_and_grad
 
+    loss = config.problem.loss
+
     def meta_grad(net, theta, xs, ys, xq, yq, inner_lr, steps):
-        return meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method=config.method)
+        return meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method=config.method, loss=loss)
     return np, meta_grad, Adam(config.meta_lr)
 
 
@@ -172,8 +227,8 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
     checkpoint: path of the ``.npz`` to write every ``checkpoint_every`` updates and at the end
         (None: write nothing).
     resume: continue from ``checkpoint``; its config must equal ``config`` apart from
-        ``RESUMABLE_CHANGES`` (iterations, checkpoint_every, log_every, device); pass
-        ``config=None`` to take it as stored. The result is bit-identical to a run that was
+        ``RESUMABLE_CHANGES`` (iterations, checkpoint_every, log_every, device, data, validation);
+        pass ``config=None`` to take it as stored. The result is bit-identical to a run that was
         never interrupted (same θ, Adam state and task stream).
     progress: show a tqdm bar with the running meta-loss.
     Raises ``TrainingDiverged`` if the meta-loss turns NaN/inf; the checkpoint on disk is then
@@ -193,6 +248,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                              + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diffs.items()))
         net, theta, start = ckpt["net"], ckpt["theta"], ckpt["iteration"]
         history = [tuple(row) for row in ckpt["history"]]
+        val_history = [tuple(row) for row in ckpt["val_history"]]
         rng = np.random.default_rng()
         rng.bit_generator.state = ckpt["rng_state"]
         optimizer_state = ckpt["optimizer_state"]
@@ -201,21 +257,22 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                              f"iterations={config.iterations}")
     else:
         config = config or TrainConfig()
-        net = MLP(config.sizes, config.activation)
+        net = config.make_net()
         theta = net.init(config.seed).astype(config.dtype)
         optimizer_state = None
         rng = task_rng(config.seed)
-        start, history = 0, []
+        start, history, val_history = 0, [], []
 
+    spec = config.problem
+    family = spec.family(config)
     xp, meta_grad, optimizer = _device_module(config)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    family = Sinusoid()
     dtype = np.dtype(config.dtype)
     theta = xp.array(theta, dtype=dtype)      # a copy: the GPU's Adam updates θ in place
-    T, K, Kq = config.meta_batch, config.k_support, config.k_query
     pretrained = config.model == "pretrained"
     steps = 0 if pretrained else config.steps
+    validate = _validation(config, spec, family, net) if config.val_every and not pretrained else None
 
     def save(iteration):
         # A finite loss can still be followed by an update that overflows θ: never save that.
@@ -228,7 +285,8 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                 + f". Try a smaller --meta-lr (now {config.meta_lr}) or --inner-lr (now {config.inner_lr}).")
         if checkpoint is not None:
             save_checkpoint(checkpoint, net, theta, config.to_dict(), optimizer.state_dict(),
-                            iteration=iteration, history=history, rng_state=rng.bit_generator.state)
+                            iteration=iteration, history=history, rng_state=rng.bit_generator.state,
+                            loss=loss_name(spec.loss), val_history=val_history)
 
     bar = _progress_bar(progress, total=config.iterations, initial=start,
                         desc="pretrain" if pretrained else "meta-train")
@@ -252,7 +310,10 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
             last_good = float(losses[-1])
             history.append((iteration, float(losses.mean())))
             bar.update(len(losses))
-            bar.set_postfix_str(f"meta-loss {losses.mean():.4f}", refresh=False)
+            shown = f"meta-loss {losses.mean():.4f}"
+            if val_history:
+                shown += f", val {val_history[-1][1]:.1f}" + ("%" if spec.classification else "")
+            bar.set_postfix_str(shown, refresh=False)
         pending = []
 
     last_saved = start if resume else None
@@ -260,14 +321,16 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
     # Overflow is detected and reported (TrainingDiverged) rather than warned about per op.
     with np.errstate(over="ignore", invalid="ignore"):
         for it in range(start, config.iterations):
-            tasks = family.sample(T, K, Kq, rng)                           # T tasks ~ p(T)
-            xs, ys, xq, yq = (xp.asarray(a, dtype=dtype) for a in (tasks.xs, tasks.ys, tasks.xq, tasks.yq))
+            batch = spec.train_batch(family, config, rng)                  # T tasks ~ p(T)
+            xs, ys, xq, yq = (xp.asarray(a, dtype=dtype if a.dtype.kind == "f" else None) for a in batch)
             if pretrained:                                                 # regress on all points
                 xq, yq = xp.concatenate([xs, xq], axis=1), xp.concatenate([ys, yq], axis=1)
             loss, g = meta_grad(net, theta, xs, ys, xq, yq, config.inner_lr, steps)  # adapt + query
             theta = optimizer.step(theta, g)                               # θ ← θ − β Adam(g)
             pending.append(loss)
             done = it + 1
+            if validate is not None and (done % config.val_every == 0 or done == config.iterations):
+                val_history.append((done, validate(theta)))
             if done % config.log_every == 0 or done % config.checkpoint_every == 0 or done == config.iterations:
                 flush(done)
             if done % config.checkpoint_every == 0 and done != config.iterations:
@@ -279,7 +342,24 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
     bar.close()
     theta_host = theta.get() if hasattr(theta, "get") and xp is not np else theta
     return TrainResult(net, theta_host, config, config.iterations, np.array(history).reshape(-1, 2),
-                       seconds, config.iterations - start, None if checkpoint is None else os.fspath(checkpoint))
+                       seconds, config.iterations - start, None if checkpoint is None else os.fspath(checkpoint),
+                       np.array(val_history).reshape(-1, 2))
+
+
+def _validation(config, spec, family, net):
+    """θ -> the mean metric (accuracy in %, or query MSE) on ``val_tasks`` fixed validation tasks
+    after ``test_steps`` inner steps: one point of the learning curve."""
+    from .evaluate import finetune_curves
+
+    protocol = spec.protocol(config, num_tasks=config.val_tasks, steps=(config.test_steps,), split="val",
+                             seed=config.seed)
+    xs, ys, xq, yq, _ = spec.test_set(family, protocol)
+
+    def validate(theta):
+        theta = theta.get() if hasattr(theta, "get") else theta
+        curves = finetune_curves(net, theta, xs, ys, xq, yq, config.inner_lr, config.test_steps, loss=spec.loss)
+        return float(np.mean(curves[:, -1]))
+    return validate
 
 
 def _progress_bar(enabled, **kwargs):

@@ -85,7 +85,7 @@ def test_huge_meta_lr_diverges_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(inner_lr=0.0), "inner_lr must be > 0"),
+    (dict(inner_lr=0.0), "inner_lr must be a finite number > 0, got 0.0"),
     (dict(steps=-1), "steps must be an int >= 0"),
     (dict(meta_batch=0), "meta_batch must be an int >= 1"),
     (dict(method="magic"), "unknown method 'magic'"),
