@@ -12,7 +12,7 @@ from .autodiff import (  # noqa: F401,E402
     log_softmax, logsumexp, matmul, maximum, mean, multiply, negative, numerical_grad, power, relu, reshape,
     sigmoid, sin, softmax, sqrt, stack, subtract, sum, swapaxes, tanh, transpose, value_and_grad, vjp, where,
 )
-from .nn import MLP, accuracy, mse, softmax_cross_entropy  # noqa: F401,E402
+from .nn import MLP, accuracy, batch_norm, mse, softmax_cross_entropy  # noqa: F401,E402
 from .tasks import LinearRegression, Omniglot, Sinusoid, TaskBatch  # noqa: F401,E402
 from .meta.maml import adapt, inner_matrices, meta_value_and_grad  # noqa: F401,E402
 from .optim import SGD, Adam  # noqa: F401,E402

@@ -127,3 +127,52 @@ def test_user_errors_print_one_line_without_traceback(tmp_path, capsys):
     assert "not a minimaml checkpoint" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(tmp_path / "none"), "--quiet"]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# Omniglot (the real zips in ../shared/data/omniglot, cached in a temporary folder)
+# ------------------------------------------------------------------------------------------
+OMNIGLOT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+
+
+@pytest.fixture(scope="module")
+def omniglot_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("omniglot")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINIMAML_CACHE", str(tmp_path_factory.mktemp("cache")))
+    assert main(["train", "--task", "omniglot", "--ways", "3", "--shots", "1", "--data", str(OMNIGLOT),
+                 "--iterations", "20", "--val-every", "10", "--log-every", "10", "--out", str(out), "--quiet"]) == 0
+    yield out
+    mp.undo()
+
+
+def test_omniglot_train_writes_checkpoint_curve_and_figure(omniglot_run):
+    ckpt = read_checkpoint(omniglot_run / "checkpoint.npz")
+    assert ckpt["net"].sizes == [784, 256, 128, 64, 64, 3] and ckpt["net"].norm == "batch"
+    assert ckpt["loss"].__name__ == "softmax_cross_entropy" and ckpt["config"]["inner_lr"] == pytest.approx(1.2)
+    assert ckpt["val_history"].shape == (2, 2) and list(ckpt["val_history"][:, 0]) == [10, 20]
+    assert 0 <= ckpt["val_history"][:, 1].min() and ckpt["val_history"][:, 1].max() <= 100
+    for name in ("curve.png", "figure.png"):
+        assert (omniglot_run / name).read_bytes()[:8] == PNG_MAGIC
+    assert not (omniglot_run / "pretrained.npz").exists()
+
+
+def test_omniglot_eval_reports_accuracy_rows(omniglot_run, capsys, tmp_path):
+    out_json = tmp_path / "acc.json"
+    assert main(["eval", str(omniglot_run), "--tasks", "12", "--steps", "0,1,3", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "query accuracy (%)" in out and "12 test tasks" in out and "pretrained" not in out
+    rows = json.loads(out_json.read_text())
+    assert [(r["model"], r["steps"], r["tasks"]) for r in rows] == [("MAML", s, 12) for s in (0, 1, 3)]
+    assert all(0 <= r["mean"] <= 100 for r in rows) and rows[0]["diverged"] == 0
+
+
+def test_omniglot_plot_and_bad_data_folder(omniglot_run, tmp_path, capsys):
+    png = tmp_path / "task.png"
+    assert main(["plot", str(omniglot_run), "--out", str(png), "--seed", "3"]) == 0
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert main(["plot", str(omniglot_run), "--out", str(tmp_path / "task")]) == 1
+    assert "--out must name a .png file" in capsys.readouterr().err
+    assert main(["train", "--task", "omniglot", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "images_background.zip" in err and "Traceback" not in err

@@ -96,10 +96,12 @@ _local = threading.local()
 
 
 def arena(signature, xp):
-    """The calling thread's arena for ``signature`` (any hashable), rewound to its first buffer."""
+    """The calling thread's arena for ``signature`` (any hashable) and array module ``xp``, rewound
+    to its first buffer."""
     arenas = getattr(_local, "arenas", None)
     if arenas is None:
         arenas = _local.arenas = OrderedDict()
+    signature = (signature, xp.__name__)
     ws = arenas.pop(signature, None) or Arena(xp)
     arenas[signature] = ws                    # most recent last
     while len(arenas) > MAX_ARENAS:

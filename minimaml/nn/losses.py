@@ -60,7 +60,7 @@ def check_targets(loss, out_shape, y):
     mse: y has the output's shape. softmax_cross_entropy: y holds integer labels of shape
     out_shape[:-1], each in [0, C) with C = out_shape[-1].
     """
-    out_shape, y_shape = tuple(out_shape), tuple(getattr(y, "shape", np.shape(y)))
+    out_shape, y_shape = tuple(out_shape), tuple(y.shape if hasattr(y, "shape") else np.shape(y))
     if loss is mse:
         if y_shape != out_shape:
             raise ValueError(f"mse: the model's output has shape {out_shape} but the targets y have "

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import minimaml
+import minimaml as mm
+from minimaml.autodiff import check_grads
 from minimaml.nn import MLP, mse
 
 
@@ -124,3 +126,46 @@ def test_init_refuses_a_negative_seed_in_one_line():
     with pytest.raises(ValueError, match=r"seed must be an int >= 0, got -1"):
         MLP([1, 2, 1]).init(seed=-1)
     np.testing.assert_array_equal(MLP([1, 2, 1]).init(seed=np.random.default_rng(0)), MLP([1, 2, 1]).init(seed=0))
+
+
+# ------------------------------------------------------------------------------------------
+# Batch norm: dense -> batch norm -> activation in every hidden layer (the Omniglot network).
+# ------------------------------------------------------------------------------------------
+def test_batch_norm_layout_init_and_round_trip():
+    net = MLP([3, 4, 2], norm="batch")
+    assert net.num_params == 3 * 4 + 4 + 4 + 4 + 4 * 2 + 2               # W, b, γ, β; last layer W, b
+    theta = net.init(seed=0)
+    (W0, b0, g0, be0), (W1, b1) = net.unflatten(theta)
+    np.testing.assert_array_equal(theta[16:20], np.ones(4))               # γ_0 = 1 right after b_0
+    np.testing.assert_array_equal(be0, np.zeros(4))
+    assert W1.shape == (4, 2)
+    np.testing.assert_array_equal(net.flatten(net.unflatten(theta)), theta)
+    assert MLP.from_description(net.describe()).layers == net.layers
+    assert net.head_mask().sum() == 4 * 2 + 2 and net.head_mask()[-10:].all()
+    with pytest.raises(ValueError, match=r"\(W, b, gamma, beta\)"):
+        net.flatten([(W0, b0), (W1, b1)])
+    with pytest.raises(ValueError, match="unknown norm 'layer'"):
+        MLP([3, 4, 2], norm="layer")
+
+
+def test_batch_norm_normalises_each_task_over_its_own_points():
+    """The hidden layer's pre-activations have mean β and std γ over the points of each task,
+    whatever the other tasks of the batch hold."""
+    net = MLP([2, 3, 1], norm="batch")
+    theta = net.init(seed=1)
+    theta[net.layers[0].gamma:net.layers[0].beta] = [1.0, 2.0, 3.0]
+    x = np.random.default_rng(0).standard_normal((2, 6, 2)) * [[[1.0]], [[100.0]]]
+    W, b, gamma, beta = net.unflatten(theta)[0]
+    for t in range(2):
+        z = x[t] @ W + b
+        zhat = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-3)
+        np.testing.assert_allclose(mm.batch_norm(z, gamma, beta), gamma * zhat + beta, rtol=1e-13)
+    # a task's output does not depend on the other tasks of the batch
+    np.testing.assert_allclose(net(np.stack([theta, theta]), x)[1], net(theta, x[1]), rtol=1e-13)
+
+
+def test_batch_norm_network_derivatives_to_second_order():
+    net = MLP([2, 3, 2], activation="tanh", norm="batch")
+    x = np.random.default_rng(2).standard_normal((5, 2))
+    y = np.random.default_rng(3).standard_normal((5, 2))
+    check_grads(lambda th: mse(net(th, x), y), net.init(seed=4), order=2)

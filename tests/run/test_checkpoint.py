@@ -110,3 +110,24 @@ def test_missing_entries_and_wrong_version_are_named(tmp_path):
     np.savez(tmp_path / "shape.npz", **{**arrays, "theta": np.zeros(5)})
     with pytest.raises(CheckpointError, match=r"shape.npz.*\(5,\)"):
         load_checkpoint(tmp_path / "shape.npz")
+
+
+def test_a_version_1_checkpoint_still_loads(tmp_path):
+    """Files written before models had descriptions (sizes + activation only) load as an MLP with MSE."""
+    net = MLP([1, 8, 1], activation="tanh")
+    save_checkpoint(tmp_path / "new.npz", net, net.init(0), {"inner_lr": 0.01}, iteration=3)
+    with np.load(tmp_path / "new.npz") as data:
+        old = {k: data[k] for k in data.files if k not in ("model", "val_history")}
+    old["version"] = np.array(1)
+    np.savez(tmp_path / "old.npz", **old)
+    ckpt = read_checkpoint(tmp_path / "old.npz")
+    assert ckpt["net"].sizes == [1, 8, 1] and ckpt["net"].activation == "tanh" and ckpt["net"].norm is None
+    assert ckpt["loss"] is minimaml.mse and ckpt["val_history"].shape == (0, 2)
+    np.testing.assert_array_equal(ckpt["theta"], net.init(0))
+
+
+def test_model_description_round_trips_batch_norm_and_the_loss(tmp_path):
+    net = MLP([4, 6, 3], norm="batch")
+    save_checkpoint(tmp_path / "c.npz", net, net.init(1), {}, loss="softmax_cross_entropy")
+    ckpt = read_checkpoint(tmp_path / "c.npz")
+    assert ckpt["net"].norm == "batch" and ckpt["loss"] is minimaml.softmax_cross_entropy
