@@ -176,3 +176,36 @@ def test_omniglot_plot_and_bad_data_folder(omniglot_run, tmp_path, capsys):
     assert main(["train", "--task", "omniglot", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "images_background.zip" in err and "Traceback" not in err
+
+
+def test_eval_refuses_a_checkpoint_with_an_invalid_config(run_dir, tmp_path, capsys):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    with np.load(bad / "checkpoint.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    config = json.loads(str(arrays["config"]))
+    arrays["config"] = np.array(json.dumps({**config, "inner_lr": -1}))
+    np.savez(bad / "checkpoint.npz", **arrays)
+    assert main(["eval", str(bad), "--tasks", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "inner_lr must be a finite number > 0, got -1" in err and "Traceback" not in err
+
+
+def test_eval_retrains_a_cached_baseline_of_another_run(run_dir, tmp_path, capsys):
+    """pretrained.npz is reused only if it is this run's baseline (same seed, budget, K, ...)."""
+    import shutil
+    out = tmp_path / "other"
+    shutil.copytree(run_dir, out)
+    assert main(["train", "--iterations", "30", "--log-every", "10", "--seed", "1", "--out", str(tmp_path / "s1"),
+                 "--quiet"]) == 0
+    shutil.copy(tmp_path / "s1" / "checkpoint.npz", out / "checkpoint.npz")   # a seed-1 run, a seed-0 baseline
+    capsys.readouterr()
+    assert main(["eval", str(out), "--tasks", "5"]) == 0
+    assert "it differs in ['seed']" in capsys.readouterr().out
+
+
+def test_plot_refuses_an_output_that_is_not_a_png(run_dir, tmp_path, capsys):
+    for out in (tmp_path, tmp_path / "fig", tmp_path / "fig.xyz"):
+        assert main(["plot", str(run_dir), "--out", str(out)]) == 1
+        assert "--out must name a .png file" in capsys.readouterr().err

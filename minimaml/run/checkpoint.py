@@ -16,17 +16,21 @@ Layout (every entry a plain array, so ``np.load(path, allow_pickle=False)`` read
     optimizer         JSON text of the optimizer's scalar state (name, lr, t, ...)
     optimizer/<key>   the optimizer's array state (Adam's m and v)
 
-Writes are atomic: the file is written to a temporary name in the same directory and moved
-over the old one with ``os.replace``, so a crash (or a diverging run) never leaves a
-half-written checkpoint, and the last good one stays readable.
+Writes are atomic: the file is written to a temporary name in the same directory
+(``.<name>.tmp-XXXX``), flushed to disk, moved over the old one with ``os.replace``, and the directory
+itself is flushed (so a power cut cannot lose the rename), so a crash (or a diverging run) never
+leaves a half-written checkpoint, and the last good one stays readable. A temporary file left by a
+process killed mid-write is removed by the next write of the same checkpoint.
+Reading checks the values too: θ must be a finite float32/float64 vector of the model's size.
 """
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ..files import write_atomic
 
 FORMAT = "minimaml-checkpoint"
 VERSION = 2
@@ -79,20 +83,7 @@ def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0,
                 scalars[key] = value
         arrays["optimizer"] = np.array(json.dumps(scalars, default=_json_scalar))
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **arrays), remove_stale=True)
 
 
 def read_checkpoint(path):
@@ -150,6 +141,14 @@ def read_checkpoint(path):
     if theta.shape != (net.num_params,):
         raise CheckpointError(f"checkpoint {path!r}: theta has shape {theta.shape} but MLP sizes "
                               f"{list(net.sizes)} need ({net.num_params},)")
+    if theta.dtype not in (np.float32, np.float64):
+        raise CheckpointError(f"checkpoint {path!r}: theta has dtype {theta.dtype}; a checkpoint holds "
+                              f"float32 or float64 parameters")
+    if not np.isfinite(theta).all():
+        raise CheckpointError(f"checkpoint {path!r}: theta holds {int((~np.isfinite(theta)).sum())} "
+                              f"non-finite values (NaN or inf): not a usable model")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path!r}: its config is not a dict but {type(config).__name__}")
     return {
         "net": net,
         "loss": loss,
@@ -180,9 +179,3 @@ def _json_scalar(x):
     if isinstance(x, np.generic):
         return x.item()
     raise TypeError(f"cannot store {x!r} of type {type(x).__name__} in a checkpoint's JSON entries")
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -221,19 +221,22 @@ def pretrained_path(checkpoint):
 
 def load_or_train_pretrained(checkpoint, config, progress=True, log=print):
     """The "pretrained" baseline for a MAML checkpoint: ``pretrained.npz`` in the same folder
-    (written by ``minimaml train``), or trained now with the same data, budget and seed as the
-    MAML run and cached there. Returns θ (P,)."""
+    (written by ``minimaml train``) if its configuration is the MAML run's (the same network,
+    data, budget and seed; only the fields a resumed run may change can differ), else trained now
+    that way and cached there. Returns θ (P,)."""
     from .checkpoint import read_checkpoint
-    from .train import TrainConfig, pretrained_config, train
+    from .train import RESUMABLE_CHANGES, TrainConfig, pretrained_config, train
 
     path = pretrained_path(checkpoint)
     want = pretrained_config(TrainConfig.from_dict(config))
     if os.path.exists(path):
         ckpt = read_checkpoint(path)
-        got = TrainConfig.from_dict(ckpt["config"])
-        if got.model == "pretrained" and got.sizes == want.sizes and got.activation == want.activation:
+        got = TrainConfig.from_dict(ckpt["config"]).to_dict()
+        differ = sorted(k for k, v in want.to_dict().items() if k not in RESUMABLE_CHANGES and got[k] != v)
+        if not differ and ckpt["iteration"] == want.iterations:
             return ckpt["theta"]
-        log(f"ignoring {path}: it is not a pretrained baseline for this network")
+        log(f"ignoring {path}: it is not the pretrained baseline of this run (it differs in "
+            f"{differ or ['iteration']})")
     log(f"training the pretrained baseline ({want.iterations} iterations) -> {path}")
     try:
         return train(want, checkpoint=path, progress=progress).theta

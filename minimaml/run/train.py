@@ -16,7 +16,14 @@ iterations it measures the model on fixed validation tasks (Omniglot: characters
 split, never the test ones) after ``test_steps`` inner steps: the learning curve.
 
 Resuming is exact: a checkpoint stores θ, Adam's state and the task sampler's RNG state, so a
-run interrupted at a checkpoint and resumed ends with the very same θ as an uninterrupted run.
+run interrupted at a checkpoint and resumed on the same device ends with the very same θ as an
+uninterrupted run. A run may also move between the CPU and a GPU (the same state, float32 on both),
+but not bit for bit: the kernel sums the tasks' gradients with atomicAdd, in an order that varies.
+
+A run that goes wrong stops and says so, keeping the last good checkpoint: a non-finite meta-loss,
+θ or optimizer state; a meta-loss far above the run's own start; or an inner step that makes the
+loss far worse than before adaptation (α too large), which is checked on the first batch and at
+every checkpoint (with a warning when adaptation makes the loss worse at all).
 """
 
 import dataclasses
@@ -31,20 +38,28 @@ import numpy as np
 from ..nn.losses import loss_name
 from ..nn.mlp import MLP
 from ..optim import Adam
-from .checkpoint import read_checkpoint, save_checkpoint
+from ..files import check_writable
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .problems import PROBLEMS, problem
 
 METHODS = ("hvp", "first_order", "autodiff", "hessian")
 MODELS = ("maml", "pretrained")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
-# Fields that may differ between a checkpoint's config and a resumed run's config
-# (a GPU run can continue on the CPU and vice versa: same float32 arithmetic, same state).
+# Fields that may differ between a checkpoint's config and a resumed run's config (a GPU run can
+# continue on the CPU and vice versa: the same state, though not bit for bit, see above).
 RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "log_every", "device", "data", "val_every", "val_tasks")
 
 
 class TrainingDiverged(RuntimeError):
-    """The meta-loss became NaN or infinite; the last good checkpoint was left untouched."""
+    """The run went wrong (non-finite or exploding loss or state, or adaptation that makes the loss
+    far worse); the last good checkpoint was left untouched."""
+
+
+# How much worse than before adaptation the loss after it may be, and how far above the run's own
+# first logged meta-loss the meta-loss may climb, before the run is stopped.
+ADAPTATION_LIMIT = 100.0
+GROWTH_LIMIT = 100.0
 
 
 class ConfigError(ValueError):
@@ -250,8 +265,14 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
         history = [tuple(row) for row in ckpt["history"]]
         val_history = [tuple(row) for row in ckpt["val_history"]]
         rng = np.random.default_rng()
-        rng.bit_generator.state = ckpt["rng_state"]
+        try:
+            rng.bit_generator.state = ckpt["rng_state"]
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {checkpoint!r} has a malformed task-sampler state "
+                                  f"({type(e).__name__}: {e}); it cannot be resumed") from None
         optimizer_state = ckpt["optimizer_state"]
+        if optimizer_state is None:
+            raise CheckpointError(f"checkpoint {checkpoint!r} has no optimizer state; it cannot be resumed")
         if start > config.iterations:
             raise ConfigError(f"checkpoint {checkpoint!r} is at iteration {start}, beyond the requested "
                              f"iterations={config.iterations}")
@@ -265,24 +286,34 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
 
     spec = config.problem
     family = spec.family(config)
+    if checkpoint is not None:
+        check_writable(os.path.dirname(os.path.abspath(checkpoint)))
     xp, meta_grad, optimizer = _device_module(config)
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        try:
+            optimizer.load_state_dict(optimizer_state)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {checkpoint!r} has a malformed optimizer state: {e}") from None
     dtype = np.dtype(config.dtype)
     theta = xp.array(theta, dtype=dtype)      # a copy: the GPU's Adam updates θ in place
     pretrained = config.model == "pretrained"
     steps = 0 if pretrained else config.steps
     validate = _validation(config, spec, family, net) if config.val_every and not pretrained else None
 
+    def stop(what):
+        bar.close()
+        kept = (f"the last good checkpoint {checkpoint!r} (iteration {last_saved}) is kept"
+                if checkpoint is not None and last_saved is not None else "no checkpoint was written")
+        raise TrainingDiverged(f"{what}; {kept}. Try a smaller --meta-lr (now {config.meta_lr}) or "
+                               f"--inner-lr (now {config.inner_lr}).")
+
     def save(iteration):
-        # A finite loss can still be followed by an update that overflows θ: never save that.
-        if not bool(xp.isfinite(theta).all()):
-            bar.close()
-            raise TrainingDiverged(
-                f"θ became non-finite at iteration {iteration} (last finite meta-loss: {last_good}); "
-                + (f"the last good checkpoint {checkpoint!r} is kept" if checkpoint is not None
-                   else "no checkpoint was written")
-                + f". Try a smaller --meta-lr (now {config.meta_lr}) or --inner-lr (now {config.inner_lr}).")
+        # A finite loss can still be followed by an update that overflows θ or Adam's moments:
+        # never save (or resume from) that.
+        state = optimizer.state_dict()
+        for name, value in (("θ", theta), ("Adam's m", state.get("m")), ("Adam's v", state.get("v"))):
+            if value is not None and not bool(xp.isfinite(xp.asarray(value)).all()):
+                stop(f"{name} became non-finite at iteration {iteration} (last finite meta-loss: {last_good})")
         if checkpoint is not None:
             save_checkpoint(checkpoint, net, theta, config.to_dict(), optimizer.state_dict(),
                             iteration=iteration, history=history, rng_state=rng.bit_generator.state,
@@ -292,6 +323,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                         desc="pretrain" if pretrained else "meta-train")
     pending = []  # meta-losses since the last log line; read back once per period (a GPU sync)
     last_good = None
+    reference = history[0][1] if history else np.inf   # the run's starting meta-loss (set below)
 
     def flush(iteration):
         nonlocal pending, last_good
@@ -299,13 +331,10 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
             at = iteration - len(losses) + int(bad[0]) + 1
-            kept = (f"the last good checkpoint {checkpoint!r} (iteration {last_saved}) is kept"
-                    if checkpoint is not None and last_saved is not None else "no checkpoint was written")
-            bar.close()
-            raise TrainingDiverged(
-                f"meta-loss became {losses[bad[0]]} at iteration {at} (last finite meta-loss: "
-                f"{last_good}); {kept}. Try a smaller --meta-lr (now {config.meta_lr}) or "
-                f"--inner-lr (now {config.inner_lr}).")
+            stop(f"meta-loss became {losses[bad[0]]} at iteration {at} (last finite meta-loss: {last_good})")
+        if len(losses) and losses.mean() > GROWTH_LIMIT * reference:
+            stop(f"the meta-loss {losses.mean():.3g} (iterations {iteration - len(losses) + 1}-{iteration}) is "
+                 f"more than {GROWTH_LIMIT:g}x the run's starting meta-loss {reference:.3g}")
         if len(losses):
             last_good = float(losses[-1])
             history.append((iteration, float(losses.mean())))
@@ -315,6 +344,18 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                 shown += f", val {val_history[-1][1]:.1f}" + ("%" if spec.classification else "")
             bar.set_postfix_str(shown, refresh=False)
         pending = []
+
+    def check_adaptation(after, before, iteration):
+        """The query loss after the inner steps against the same θ's on the same batch before them."""
+        if not (np.isfinite(after) and np.isfinite(before)):
+            return                                      # reported by flush, as a non-finite meta-loss
+        if after > ADAPTATION_LIMIT * before + 1e-12:
+            stop(f"adaptation makes the loss {after / before:.3g}x worse at iteration {iteration} (query loss "
+                 f"{before:.4g} before the {steps} inner step(s), {after:.4g} after): the inner step size "
+                 f"is too large for this network")
+        if after > before:
+            bar.write(f"warning: at iteration {iteration} adaptation makes the query loss worse ({before:.4g} "
+                      f"before the inner steps, {after:.4g} after); consider a smaller --inner-lr")
 
     last_saved = start if resume else None
     t0 = time.perf_counter()
@@ -326,9 +367,13 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
             if pretrained:                                                 # regress on all points
                 xq, yq = xp.concatenate([xs, xq], axis=1), xp.concatenate([ys, yq], axis=1)
             loss, g = meta_grad(net, theta, xs, ys, xq, yq, config.inner_lr, steps)  # adapt + query
+            done = it + 1
+            if it == 0:
+                reference = float(loss)
+            if steps and (it == start or done % config.checkpoint_every == 0):
+                check_adaptation(float(loss), float(meta_grad(net, theta, xs, ys, xq, yq, config.inner_lr, 0)[0]), done)
             theta = optimizer.step(theta, g)                               # θ ← θ − β Adam(g)
             pending.append(loss)
-            done = it + 1
             if validate is not None and (done % config.val_every == 0 or done == config.iterations):
                 val_history.append((done, validate(theta)))
             if done % config.log_every == 0 or done % config.checkpoint_every == 0 or done == config.iterations:
@@ -370,6 +415,9 @@ def _progress_bar(enabled, **kwargs):
     class _Silent:
         def update(self, n):
             pass
+
+        def write(self, s):
+            print(s)
 
         def set_postfix_str(self, s, refresh=True):
             pass

@@ -34,12 +34,12 @@ import io
 import json
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..files import write_atomic
 from .base import TaskBatch, _positive_int, as_rng
 
 ZIPS = ("images_background.zip", "images_evaluation.zip")
@@ -166,22 +166,9 @@ def _load(zips, resize, cache):
             return images, names
     images, names = _decode(zips, resize)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(meta, lambda f: f.write(json.dumps({"resize": resize, "names": names}).encode()))
-    _write_atomic(npy, lambda f: np.save(f, images))
+    write_atomic(meta, lambda f: f.write(json.dumps({"resize": resize, "names": names}).encode()))
+    write_atomic(npy, lambda f: np.save(f, images))
     return images, names
-
-
-def _write_atomic(path, write):
-    """Write through a temporary file in the same folder, then rename: readers (another process,
-    or this one after a kill) see the old file or the whole new one, never half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _decode(zips, resize):

@@ -131,3 +131,44 @@ def test_model_description_round_trips_batch_norm_and_the_loss(tmp_path):
     save_checkpoint(tmp_path / "c.npz", net, net.init(1), {}, loss="softmax_cross_entropy")
     ckpt = read_checkpoint(tmp_path / "c.npz")
     assert ckpt["net"].norm == "batch" and ckpt["loss"] is minimaml.softmax_cross_entropy
+
+
+def test_temporary_files_of_a_killed_write_are_removed_by_the_next_write(tmp_path):
+    path, net, theta, config, *_ = _saved(tmp_path)
+    for leftover in (".ckpt.npz.tmp-abc123", ".ckpt.npz.tmp-zz9"):     # what kill -9 mid-write leaves
+        (tmp_path / leftover).write_bytes(b"half a checkpoint")
+    (tmp_path / ".other.npz.tmp-keep").write_bytes(b"another file's write in progress")
+    save_checkpoint(path, net, theta, config, iteration=5)
+    assert sorted(os.listdir(tmp_path)) == [".other.npz.tmp-keep", "ckpt.npz"]
+
+
+def test_the_folder_is_flushed_after_the_rename(tmp_path, monkeypatch):
+    """os.replace is durable only once the folder's entry is on disk: the folder itself is fsynced."""
+    path, net, theta, config, *_ = _saved(tmp_path)
+    opened, synced = {}, []
+    real_open, real_fsync = os.open, os.fsync
+
+    def record_open(p, flags, *a):
+        fd = real_open(p, flags, *a)
+        opened[fd] = os.fspath(p)
+        return fd
+    monkeypatch.setattr(os, "open", record_open)
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(opened.get(fd, "file")), real_fsync(fd)))
+    save_checkpoint(path, net, theta, config, iteration=6)
+    assert synced[-1] == str(tmp_path)                    # the folder, last: after the rename
+    assert len(synced) == 2 and synced[0] != str(tmp_path)   # the file's data first
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda th: np.where(np.arange(th.size) == 3, np.nan, th), r"1 non-finite values"),
+    (lambda th: th.astype(np.complex128), r"dtype complex128"),
+    (lambda th: th.astype(np.int64), r"dtype int64"),
+])
+def test_a_checkpoint_whose_theta_is_not_a_usable_model_is_refused(tmp_path, bad, match):
+    path, *_ = _saved(tmp_path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["theta"] = bad(arrays["theta"])
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=match):
+        read_checkpoint(path)

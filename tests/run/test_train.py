@@ -61,6 +61,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
         calls = []
 
         def poisoned(*args):
+            if args[-1] == 0:              # the loop's adaptation check (no inner steps): leave it
+                return meta_grad(*args)
             calls.append(1)
             loss, g = meta_grad(*args)
             return (float("nan"), g) if len(calls) >= 13 else (loss, g)
@@ -141,3 +143,72 @@ def test_cuda_path_glue_with_a_numpy_stand_in_for_cupy(monkeypatch, tmp_path):
                            resume=True, progress=False)
     assert gpu.theta.dtype == np.float32
     np.testing.assert_allclose(resumed_on_cpu.theta, cpu.theta, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# Runs that go wrong stop, say why, and keep the last good checkpoint.
+# ------------------------------------------------------------------------------------------
+def test_an_inner_step_that_blows_up_the_loss_stops_at_once(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"adaptation makes the loss .*x worse at iteration 1 \(query loss "
+                                               r".* before the 1 inner step\(s\), .* after\)"):
+        train(TrainConfig(iterations=50, inner_lr=10.0, **SMALL), checkpoint=tmp_path / "a.npz", progress=False)
+    assert not (tmp_path / "a.npz").exists()
+
+
+def test_a_meta_loss_far_above_the_start_stops_before_saving_garbage(tmp_path):
+    """β = 3 sends the meta-loss from ~4 to ~1e31 within the first 10 iterations (it used to finish and
+    save a checkpoint whose Adam state held inf)."""
+    path = tmp_path / "b.npz"
+    with pytest.raises(TrainingDiverged, match=r"(more than 100x the run's starting meta-loss|adaptation makes "
+                                               r"the loss .*x worse at iteration 10).*no checkpoint was written"):
+        train(TrainConfig(iterations=400, meta_lr=3.0, **SMALL), checkpoint=path, progress=False)
+    assert not path.exists()
+
+
+def test_adaptation_that_makes_the_loss_worse_is_warned_about(capsys):
+    train(TrainConfig(iterations=20, inner_lr=0.3, **SMALL), progress=False)
+    assert "adaptation makes the query loss worse" in capsys.readouterr().out
+
+
+def test_optimizer_state_that_overflows_is_never_saved(tmp_path, monkeypatch):
+    real = train_mod._device_module
+
+    def inf_moments(config):
+        xp, meta_grad, optimizer = real(config)
+        step = optimizer.step
+
+        def poisoned(theta, g):
+            out = step(theta, g)
+            if optimizer.t == 12:       # θ stays finite (its steps vanish), the saved state would not
+                optimizer.v = np.where(optimizer.v > 0, np.inf, optimizer.v)
+            return out
+        optimizer.step = poisoned
+        return xp, meta_grad, optimizer
+    monkeypatch.setattr(train_mod, "_device_module", inf_moments)
+    with pytest.raises(TrainingDiverged, match=r"Adam's v became non-finite at iteration 20.*iteration 10\) is kept"):
+        train(TrainConfig(iterations=30, **SMALL), checkpoint=tmp_path / "c.npz", progress=False)
+    assert read_checkpoint(tmp_path / "c.npz")["iteration"] == 10
+
+
+def test_an_unwritable_output_folder_is_reported_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="file"):
+        train(TrainConfig(iterations=5, **SMALL), checkpoint=blocker / "run" / "c.npz", progress=False)
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda a: a.update({"rng_state": np.array('{"bit_generator": "nope"}')}), "malformed task-sampler state"),
+    (lambda a: a.pop("optimizer/m"), "malformed optimizer state"),
+    (lambda a: a.update({"optimizer/v": -a["optimizer/v"] - 1}), "malformed optimizer state"),
+])
+def test_resume_from_a_malformed_checkpoint_is_one_clear_error(tmp_path, corrupt, match):
+    from minimaml.run.checkpoint import CheckpointError
+    path = tmp_path / "d.npz"
+    train(TrainConfig(iterations=10, **SMALL), checkpoint=path, progress=False)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    corrupt(arrays)
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=match):
+        train(TrainConfig(iterations=20, **SMALL), checkpoint=path, resume=True, progress=False)
