@@ -7,7 +7,9 @@ a 1761 x 1761 matrix, by each route, and how far each is from ``mlp_hessian``.
 Routes: ``mlp_hessian`` (R-operator on all P basis directions at once), the engine's generic
 ``minimaml.hessian`` (the teaching route: jacobian of grad, reverse over reverse, all P rows
 pulled back through the gradient's graph in one batched pass), and the
-peers. Timing: warm-up, then the routes take turns; median over rounds.
+peers, all in this one process (no process-wide settings; note that loading a peer changes how
+fast NumPy runs in the process, see harness.py). Timing: warm-up, then the routes take turns;
+median over rounds.
 """
 
 import argparse
@@ -21,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers  # noqa: E402
 import minimaml  # noqa: E402
-from minimaml.fastpath.backprop import keep_freed_memory, mlp_hessian  # noqa: E402
+from minimaml.fastpath import mlp_hessian  # noqa: E402
 from minimaml.nn import MLP, mse  # noqa: E402
 from minimaml.tasks import Sinusoid  # noqa: E402
 
@@ -33,7 +35,7 @@ def routes(net, theta, x, y):
     table = {"mlp_hessian": lambda: mlp_hessian(net, theta, x, y),
              "engine hessian": lambda: engine_hessian(theta)}
     for name in peers.available():
-        table[f"{name}.hessian"] = peers.HESSIANS[name](net.sizes, net.activation, theta, x, y)
+        table[f"{name}.hessian"] = peers.HESSIANS[name](net, theta, x, y)
     return table
 
 
@@ -43,7 +45,6 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="*", default=["float64", "float32"])
     p.add_argument("--skip-engine", action="store_true", help="leave out the slow generic route")
     args = p.parse_args(argv)
-    keep_freed_memory()
     net = MLP(SIZES, ACTIVATION)
     b = Sinusoid().sample(1, N, N, rng=0)
     x, y = b.xs[0], b.ys[0]

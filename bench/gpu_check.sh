@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, in one go (under 5 minutes on an H100/H200): runs tests/test_gpu_cuda.py (the fused
+# The GPU check, in one go (under 5 minutes on an H100/H200): runs tests/gpu/test_cuda.py (the fused
 # kernel through CuPy against the float64 NumPy "hvp" route) and bench/bench_gpu.py (ms per
 # meta-step, minimaml's kernel vs JAX and torch.func, T = 25 and 1024, S = 1 and 5, second order).
 #
@@ -32,8 +32,8 @@ for name in ("numpy", "cupy", "jax", "torch"):
 PYEOF
 } 2>&1 | tee "$RESULTS/environment.txt"
 
-echo "== tests/test_gpu_cuda.py" | tee "$RESULTS/gpu_tests.txt"
-timeout 150 "$PY" -m pytest tests/test_gpu_cuda.py -q -rs -s -p no:cacheprovider 2>&1 | tee -a "$RESULTS/gpu_tests.txt"
+echo "== tests/gpu/test_cuda.py" | tee "$RESULTS/gpu_tests.txt"
+timeout 150 "$PY" -m pytest tests/gpu/test_cuda.py -q -rs -s -p no:cacheprovider 2>&1 | tee -a "$RESULTS/gpu_tests.txt"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== bench/bench_gpu.py" | tee "$RESULTS/bench_gpu.txt"

@@ -15,8 +15,10 @@ Every array carries a leading batch axis B (tasks, or Hessian directions) and th
 second to last: a (B, N, features). Arrays come from the workspace ``ws`` (``arena.py``); a
 layer's parameter gradients are written into ``out``, views of one flat gradient buffer (a
 low-rank dense layer returns its factors instead, see ``weights.py``).
-Dense inputs are *augmented* with a constant column, â = [a 1] (and R{â} = [R{a} 0]), so that the
-bias is the last row of Ŵ = [W; b]: the activations write their output straight into such a buffer.
+Dense inputs are *augmented* with a constant column, â = [a 1], so that the bias is the last row of
+Ŵ = [W; b]: the activations write their output straight into such a buffer. R{â} = [R{a} 0] is kept
+as R{a} alone, and the bias row is left out wherever it would be multiplied by that 0 (so that an
+infinite weight gives inf, not NaN, exactly as the CUDA kernel computes it).
 """
 from .weights import Full, LowRank
 
@@ -56,20 +58,23 @@ class Dense:
             grad = None
         return grad, (p[0].right(dz, ws) if need_input_grad else None)
 
-    def r_forward(self, Ra1, c, p, v, ws):
-        c.Ra1 = Ra1
+    def r_forward(self, Ra, c, p, v, ws):
+        c.Ra = Ra
         Rz = v[0].left(c.a1, ws)                                        # θ moves along v ...
-        return Rz if Ra1 is None else ws.add(Rz, p[0].left(Ra1, ws))   # ... and so does the input
+        return Rz if Ra is None else ws.add(Rz, p[0].left_rows(Ra, ws))  # ... and so does the input
 
     def r_backward(self, Rdz, c, p, v, out, ws, need_input_grad=True):
         if self.lowrank:
-            A = c.a1 if c.Ra1 is None else ws.concat([c.a1, c.Ra1], axis=-2)
-            B = Rdz if c.Ra1 is None else ws.concat([Rdz, c.dz], axis=-2)
-            rgrad = (LowRank(None, A, B),)
+            if c.Ra is None:
+                rgrad = (LowRank(None, c.a1, Rdz),)
+            else:
+                Ra1 = ws.empty(c.Ra.shape[:-1] + c.a1.shape[-1:], c.Ra.dtype)
+                Ra1[..., :-1], Ra1[..., -1] = c.Ra, 0                   # R{â} = [R{a} 0]
+                rgrad = (LowRank(None, ws.concat([c.a1, Ra1], axis=-2), ws.concat([Rdz, c.dz], axis=-2)),)
         else:
             ws.xp.matmul(c.a1.swapaxes(-1, -2), Rdz, out=out[0].W)
-            if c.Ra1 is not None:                                       # the input moved too
-                out[0].W += ws.matmul(c.Ra1.swapaxes(-1, -2), c.dz)
+            if c.Ra is not None:                                        # the input moved too: R{a}ᵀ δz
+                out[0].W[..., :-1, :] += ws.matmul(c.Ra.swapaxes(-1, -2), c.dz)
             rgrad = None
         if not need_input_grad:
             return rgrad, None
@@ -145,7 +150,8 @@ class BatchNorm:
 
 class Activation:
     """h = σ(z), elementwise; its output is written into an augmented buffer [h 1] for the next dense
-    layer. ReLU: σ' = [z > 0], σ'' = 0.  tanh: σ' = 1 − h², σ'' = −2 h σ'.
+    layer (R{h} is not: see the module docstring). ReLU: σ' = [z > 0], σ'' = 0.  tanh: σ' = 1 − h²,
+    σ'' = −2 h σ'.
 
         backward     δz = σ'(z) ⊙ δh
         R-forward    R{h} = σ'(z) ⊙ R{z}
@@ -160,16 +166,10 @@ class Activation:
     def shapes(self):
         return []
 
-    @staticmethod
-    def _augmented(z, fill, ws):
-        """An empty (B, N, C + 1) buffer whose last column is ``fill`` (1 for [h 1], 0 for [R{h} 0])."""
-        out = ws.empty(z.shape[:-1] + (z.shape[-1] + 1,), z.dtype)
-        out[..., -1] = fill
-        return out
-
     def forward(self, z, p, ws):
         c = Cache()
-        h1 = self._augmented(z, 1, ws)
+        h1 = ws.empty(z.shape[:-1] + (z.shape[-1] + 1,), z.dtype)     # [h 1]
+        h1[..., -1] = 1
         h = h1[..., :-1]
         if self.kind == "relu":
             c.slope = ws.xp.greater(z, 0, out=ws.empty(z.shape, z.dtype))   # 1.0 where z > 0, as a float
@@ -186,9 +186,7 @@ class Activation:
 
     def r_forward(self, Rz, c, p, v, ws):
         c.Rz = Rz
-        Rh1 = self._augmented(Rz, 0, ws)
-        ws.xp.multiply(c.slope, Rz, out=Rh1[..., :-1])
-        return Rh1
+        return ws.mul(c.slope, Rz)
 
     def r_backward(self, Rdh, c, p, v, out, ws, need_input_grad=True):
         Rdz = ws.mul(c.slope, Rdh)

@@ -70,15 +70,16 @@ class Network:
                 if L.gamma is not None:
                     self.layers.append(BatchNorm(L.fan_out, L.gamma, BN_EPS))
                 self.layers.append(Activation(net.activation))
-        # Where each densely held block sits in θ and in Vec.flat: (layer, θ start, flat start, shape).
+        # Where each densely held block sits in Vec.flat: (layer, start, stop, shape); and the runs of
+        # θ they copy: (θ start, θ stop, flat start).
         self.blocks, self.runs, size = [], [], 0
         for i, layer in enumerate(self.layers):
             if layer.lowrank or not layer.shapes():
                 continue
             start = layer.start
             for shape in layer.shapes():
-                self.blocks.append((i, start, size, shape))
                 n = int(np.prod(shape))
+                self.blocks.append((i, size, size + n, shape))
                 if self.runs and self.runs[-1][1] == start:          # contiguous in θ: one run
                     self.runs[-1] = (self.runs[-1][0], start + n, self.runs[-1][2])
                 else:
@@ -91,8 +92,8 @@ class Network:
         """The per-layer parameter tuples of ``vec`` (views into vec.flat, and vec.low's entries)."""
         lead = vec.flat.shape[:-1]
         params = [[] for _ in self.layers]
-        for i, _, at, shape in self.blocks:
-            block = vec.flat[..., at:at + int(np.prod(shape))]
+        for i, at, stop, shape in self.blocks:
+            block = vec.flat[..., at:stop]
             params[i].append(Full(block.reshape(lead + shape)) if len(shape) == 2 else block)
         for i, w in vec.low.items():
             params[i].append(w)

@@ -14,8 +14,9 @@ meta-gradient, walked back through S steps, has rank ≤ Q + 2NS. Two ways to ho
   matmuls, and the mean over tasks of A_tᵀB_t is one matmul over all tasks' factors.
 
 Both expose the same operations, so the layers never ask which one they hold:
-``left(â)`` = â Ŵ_t, ``right(d)`` = d W_tᵀ (without the bias row: the gradient with respect to the
-layer's input a), ``axpy(c, X, Y)`` = Y + cX, and ``mean(X)`` over tasks.
+``left(â)`` = â Ŵ_t, ``left_rows(a)`` = a W_t (no bias: for R{a}, whose bias input is 0),
+``right(d)`` = d W_tᵀ (without the bias row: the gradient with respect to the layer's input a),
+``axpy(c, X, Y)`` = Y + cX, and ``mean(X)`` over tasks.
 """
 
 
@@ -30,6 +31,10 @@ class Full:
     def left(self, a1, ws):
         """â Ŵ: a1 (B, N, n) -> (B, N, m)."""
         return ws.matmul(a1, self.W)
+
+    def left_rows(self, a, ws):
+        """a W, the bias row left out (not multiplied by 0: an infinite bias must not make a NaN)."""
+        return ws.matmul(a, self.W[..., :-1, :])
 
     def right(self, d, ws):
         """d Wᵀ without the bias row: d (B, N, m) -> (B, N, n − 1)."""
@@ -54,6 +59,11 @@ class LowRank:
         """â W0 + (â A_tᵀ) B_t: two thin matmuls instead of a per-task (n, m) matrix."""
         low = ws.matmul(ws.matmul(a1, self.A.swapaxes(-1, -2)), self.B)
         return low if self.W0 is None else ws.add(ws.matmul(a1, self.W0), low)
+
+    def left_rows(self, a, ws):
+        """a W0 + (a A_tᵀ) B_t, the bias row left out."""
+        low = ws.matmul(ws.matmul(a, self.A[..., :-1].swapaxes(-1, -2)), self.B)
+        return low if self.W0 is None else ws.add(ws.matmul(a, self.W0[:-1]), low)
 
     def right(self, d, ws):
         """d W0ᵀ + (d B_tᵀ) A_t, bias row dropped."""
