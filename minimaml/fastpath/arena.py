@@ -30,49 +30,56 @@ class Fresh:
     def __init__(self, xp):
         self.xp = xp
 
-    def _out(self):
-        return None
+    def _call(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs): a NumPy (or CuPy) function that can write its result into ``out``."""
+        return fn(*args, **kwargs)
 
-    def _keep(self, a):
-        return a
-
-    # Every method: compute into the next recorded buffer if there is one, else allocate.
     def matmul(self, a, b):
         if a.shape[-1] == 1:       # an outer product: broadcasting is ~3x faster than matmul here
-            return self.mul(a, b)
+            return self._call(self.xp.multiply, a, b)
         if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:   # one matrix for the whole batch:
-            flat = self.xp.matmul(a.reshape(-1, a.shape[-1]), b, out=self._out())   # one 2-D product
-            return self._keep(flat).reshape(a.shape[:-1] + b.shape[-1:])
-        return self._keep(self.xp.matmul(a, b, out=self._out()))
+            flat = self._call(self.xp.matmul, a.reshape(-1, a.shape[-1]), b)   # one 2-D product
+            return flat.reshape(a.shape[:-1] + b.shape[-1:])
+        return self._call(self.xp.matmul, a, b)
 
     def mul(self, a, b):
-        return self._keep(self.xp.multiply(a, b, out=self._out()))
+        return self._call(self.xp.multiply, a, b)
 
     def add(self, a, b):
-        return self._keep(self.xp.add(a, b, out=self._out()))
+        return self._call(self.xp.add, a, b)
 
     def sub(self, a, b):
-        return self._keep(self.xp.subtract(a, b, out=self._out()))
+        return self._call(self.xp.subtract, a, b)
 
     def sum(self, a, axis, keepdims=False):
-        return self._keep(self.xp.sum(a, axis=axis, keepdims=keepdims, out=self._out()))
+        return self._call(self.xp.sum, a, axis=axis, keepdims=keepdims)
 
     def mean(self, a, axis, keepdims=False):
-        return self._keep(self.xp.mean(a, axis=axis, keepdims=keepdims, out=self._out()))
+        """A sum times 1/count (NumPy's mean costs several times more Python per call)."""
+        count = 1
+        for ax in (axis if isinstance(axis, tuple) else (axis,)):
+            count *= a.shape[ax]
+        return self.mul(self.sum(a, axis, keepdims), 1.0 / count)
 
     def concat(self, arrays, axis):
-        return self._keep(self.xp.concatenate(arrays, axis=axis, out=self._out()))
+        return self._call(self.xp.concatenate, arrays, axis=axis)
 
     def empty(self, shape, dtype):
-        out = self._out()
-        return self._keep(self.xp.empty(shape, dtype) if out is None else out)
+        return self._call(_empty, self.xp, shape, dtype)
 
     def copy(self, a):
-        out = self._out()
-        if out is None:
-            return self._keep(a.copy())
-        out[...] = a
-        return self._keep(out)
+        return self._call(_copy, a)
+
+
+def _empty(xp, shape, dtype, out=None):
+    return xp.empty(shape, dtype) if out is None else out
+
+
+def _copy(a, out=None):
+    if out is None:
+        return a.copy()
+    out[...] = a
+    return out
 
 
 class Arena(Fresh):
@@ -82,14 +89,14 @@ class Arena(Fresh):
         super().__init__(xp)
         self.buffers, self.i = [], 0
 
-    def _out(self):
-        return self.buffers[self.i] if self.i < len(self.buffers) else None
-
-    def _keep(self, a):
-        if self.i == len(self.buffers):
-            self.buffers.append(a)
-        self.i += 1
-        return a
+    def _call(self, fn, *args, **kwargs):
+        i = self.i
+        self.i = i + 1
+        if i < len(self.buffers):
+            return fn(*args, out=self.buffers[i], **kwargs)
+        result = fn(*args, **kwargs)
+        self.buffers.append(result)
+        return result
 
 
 _local = threading.local()

@@ -49,10 +49,10 @@ class Vec:
     them unless some dense layers are low rank: then it is θ without those layers' Ŵ), and ``low``
     maps the index of each low-rank layer to its ``weights.Full``/``weights.LowRank``."""
 
-    __slots__ = ("flat", "low")
+    __slots__ = ("flat", "low", "views")
 
     def __init__(self, flat, low):
-        self.flat, self.low = flat, low
+        self.flat, self.low, self.views = flat, low, None    # views: made once, by Network.views
 
 
 class Network:
@@ -89,7 +89,10 @@ class Network:
         self.identity = self.runs == [(0, self.num_params, 0)]     # Vec.flat is θ's layout itself
 
     def views(self, vec):
-        """The per-layer parameter tuples of ``vec`` (views into vec.flat, and vec.low's entries)."""
+        """The per-layer parameter tuples of ``vec`` (views into vec.flat, and vec.low's entries).
+        Made once per Vec (a Vec's low-rank entries are set before its views are first asked for)."""
+        if vec.views is not None:
+            return vec.views
         lead = vec.flat.shape[:-1]
         params = [[] for _ in self.layers]
         for i, at, stop, shape in self.blocks:
@@ -97,7 +100,8 @@ class Network:
             params[i].append(Full(block.reshape(lead + shape)) if len(shape) == 2 else block)
         for i, w in vec.low.items():
             params[i].append(w)
-        return [tuple(p) for p in params]
+        vec.views = [tuple(p) for p in params]
+        return vec.views
 
     def start(self, theta):
         """θ (P,) or (T, P) as a Vec (views into θ where the layout allows)."""
@@ -132,6 +136,7 @@ class Network:
                                                      need_input_grad=i > 0)
             if factors is not None:
                 grad.low[i] = factors[0]
+        grad.views = None              # made before its low-rank entries existed: make them anew
         return grad
 
     def r_forward(self, params, caches, v, ws):
@@ -147,6 +152,7 @@ class Network:
                                                         need_input_grad=i > 0)
             if factors is not None:
                 rgrad.low[i] = factors[0]
+        rgrad.views = None
         return rgrad
 
 
@@ -222,7 +228,7 @@ class TaskLosses:
     def mean(self, X, dtype):
         """1/T Σ_t X_t as a flat (P,) array (a fresh one: it is handed to the user)."""
         out = self.ws.xp.empty(self.net.num_params, dtype)
-        flat = X.flat.mean(axis=0) if X.flat.ndim == 2 else X.flat
+        flat = X.flat.sum(axis=0) * (1.0 / len(X.flat)) if X.flat.ndim == 2 else X.flat
         for a, b, at in self.net.runs:
             out[a:b] = flat[at:at + b - a]
         for i, w in X.low.items():

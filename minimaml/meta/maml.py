@@ -189,7 +189,7 @@ def _meta_backprop(net, theta, xs, ys, xq, yq, inner_lr, steps, loss, first_orde
     losses, g, _ = tl.value_and_grad(params, xq, yq)
     if not first_order:
         g = walk_back(tl, caches, g, inner_lr)
-    return float(losses.mean()), tl.mean(g, theta.dtype)
+    return float(losses.sum()) / len(losses), tl.mean(g, theta.dtype)
 
 
 def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method="hvp", first_order=None,
