@@ -144,7 +144,8 @@ def _check_hessian_memory(num_params, dtype, num_matrices, max_bytes, who):
     """The (P, P) matrices a route keeps, plus the engine's workspace for one Hessian."""
     itemsize = np.dtype(dtype).itemsize
     need = num_matrices * num_params**2 * itemsize + jacobian_bytes(num_params, num_params, dtype)
-    check_memory(need, f"{who}: {num_matrices} exact ({num_params}, {num_params}) Hessians", max_bytes,
+    check_memory(need, f"{who}: {num_matrices} exact ({num_params}, {num_params}) Hessian"
+                 f"{'s' if num_matrices != 1 else ''}", max_bytes,
                  "method='hvp' gives the same meta-gradient with Hessian-vector products, in O(P) memory")
 
 

@@ -140,11 +140,14 @@ def evaluate(net, theta, protocol=None, inner_lr=0.01, return_curves=False, back
              problem=SinusoidProblem, family=None):
     """Evaluate one parameter vector on the protocol's test tasks of ``problem``: a list of
     ``StepStats`` (and the (T, max_steps + 1) per-task curves if ``return_curves``)."""
+    from .train import one_blas_thread
+
     protocol = protocol or Protocol()
     alpha = protocol.inner_lr if protocol.inner_lr is not None else inner_lr
     family = family if family is not None else Sinusoid()
     xs, ys, xq, yq, _ = problem.test_set(family, protocol)
-    curves = finetune_curves(net, theta, xs, ys, xq, yq, alpha, max(protocol.steps), backtrack, problem.loss)
+    with one_blas_thread():
+        curves = finetune_curves(net, theta, xs, ys, xq, yq, alpha, max(protocol.steps), backtrack, problem.loss)
     stats = summarize(curves, protocol.steps, None if problem.classification else yq)
     return (stats, curves) if return_curves else stats
 

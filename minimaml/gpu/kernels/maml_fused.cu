@@ -1,7 +1,8 @@
 // maml_fused.cu: the MAML loss and second-order meta-gradient of a whole meta-batch in one launch.
 //
-// This is minimaml/backprop.py's hvp_meta_value_and_grad written for a GPU, in the same order and
-// with the same names. Read the two side by side. For one task (K points, layers l = 0..L−1):
+// This is minimaml's "hvp" route for an MLP with MSE written for a GPU, in the same order and with
+// the same names: inner_loop and walk_back (minimaml/meta/inner.py) over the dense and activation
+// layers' four passes (minimaml/fastpath/layers.py). Read them side by side. For one task (K points, layers l = 0..L−1):
 //
 //     forward      z_l = h_l W_l + b_l,   h_{l+1} = σ(z_l),   out = z_{L−1},   h_0 = x
 //     loss         L = 1/(K m) Σ (out − y)²                       (m = output size)
@@ -146,24 +147,24 @@ __device__ __forceinline__ float* delta(int l) { return s_delta + kK * width_sum
 __device__ __forceinline__ float* rdelta(int l) { return s_rdelta + kK * width_sum(l + 1); }
 
 // ---- The activation, written in terms of its output h = σ(z), which is what we keep ---------------
-// ReLU is z · [z > 0], exactly as backprop.py's _activate computes it, and not fmaxf(z, 0): fmaxf
+// ReLU is z · [z > 0], exactly as fastpath/layers.py's Activation computes it, and not fmaxf(z, 0): fmaxf
 // returns 0 for a NaN z, so a NaN in the data would vanish here (finite loss, NaN gradient) while
 // the NumPy routes return NaN. With the product, NaN stays NaN and −inf gives NaN, as in NumPy.
 __device__ __forceinline__ float sigma(float z) { return MM_TANH ? tanhf(z) : z * (z > 0.0f ? 1.0f : 0.0f); }
 // σ'(z): ReLU [z > 0] = [h > 0] (also for NaN and ±inf z); tanh 1 − h².
 __device__ __forceinline__ float sigma_slope(float h) { return MM_TANH ? 1.0f - h * h : (h > 0.0f ? 1.0f : 0.0f); }
 // σ''(z) R{z} for tanh: −2 h σ'(z) R{z} = −2 h R{h}. (ReLU has σ'' = 0: its callers add no term at
-// all, as backprop.py does, since 0 · dh would turn an infinite dh into NaN.)
+// all, as fastpath/layers.py does, since 0 · dh would turn an infinite dh into NaN.)
 __device__ __forceinline__ float tanh_curve(float h, float Rh) { return -2.0f * h * Rh; }
 
 // ---- Passes. Called by every thread of the block; each ends with __syncthreads() -----------------
-// (except block_copy, whose callers sync). How they map onto minimaml/backprop.py:
-//   forward<false>            forward(net, layers, x)
-//   forward<true>             forward + r_forward (the R-forward rides along in the same loops)
-//   output_delta              δ_{L−1} = _loss_scale(y) · (out − y)  (and R{δ_{L−1}}, the loss)
-//   backward<kInnerStep>      backward(...) and then θ_k − α grad  (inner loop of hvp_meta_value_and_grad)
-//   backward<kQueryGrad>      backward(...) at θ_S on the query set: g = ∇L_query(θ_S)
-//   backward<kWalkBack>       backward + r_backward = _hvp_from_cache, then g −= α H g
+// (except block_copy, whose callers sync). How they map onto the NumPy route (fastpath/, meta/inner.py):
+//   forward<false>            Network.forward (Dense.forward, Activation.forward per layer)
+//   forward<true>             forward + Network.r_forward (the R-forward rides along in the same loops)
+//   output_delta              MSEHead.loss_and_delta: δ_{L−1} = 2/(K m) (out − y)  (and R{δ_{L−1}}, the loss)
+//   backward<kInnerStep>      Network.backward, then θ_k − α grad  (one step of inner_loop)
+//   backward<kQueryGrad>      Network.backward at θ_S on the query set: g = ∇L_query(θ_S)
+//   backward<kWalkBack>       backward + Network.r_backward = TaskLosses.hvp, then g −= α H g (walk_back)
 
 // Copy n floats src -> dst with the whole block (θ in and out of the workspace, the task's points).
 __device__ void block_copy(float* dst, const float* src, int n)
@@ -177,7 +178,7 @@ template <bool kR>
 __device__ void forward(const float* theta, const float* v, const float* x, int n)
 {
     // R{h_0} = 0 (the data do not move), so R{h_0} is never stored and no pass multiplies by it:
-    // 0 · W would turn an infinite weight into NaN, where backprop.py adds no such term at all.
+    // 0 · W would turn an infinite weight into NaN, where the NumPy route adds no such term at all.
     for (int i = threadIdx.x; i < n * kIn; i += blockDim.x) h(0)[i] = x[i];
     __syncthreads();
 #pragma unroll
