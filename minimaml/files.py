@@ -1,7 +1,16 @@
-"""Files that survive crashes: every file minimaml writes (checkpoints, the Omniglot cache) goes
-through ``write_atomic``."""
+"""Files: every file minimaml writes (checkpoints, the Omniglot cache) goes through ``write_atomic``,
+so it survives crashes, and every cache lives in one folder, ``cache_dir()``."""
 import os
 import tempfile
+from pathlib import Path
+
+
+def cache_dir():
+    """minimaml's cache folder (the Omniglot arrays, the CPU builds of the CUDA kernels):
+    $MINIMAML_CACHE, else $XDG_CACHE_HOME/minimaml, else ~/.cache/minimaml."""
+    if os.environ.get("MINIMAML_CACHE"):
+        return Path(os.environ["MINIMAML_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minimaml"
 
 
 def write_atomic(path, write, remove_stale=False):

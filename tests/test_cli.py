@@ -102,6 +102,10 @@ def test_plot_writes_a_png(run_dir, tmp_path, capsys):
     ["train", "--inner-lr", "0"],
     ["train", "--method", "magic"],
     ["eval", "x.npz", "--steps", "a,b"],
+    ["train", "--seed", "-1"],
+    ["eval", "x.npz", "--seed", "-1"],
+    ["plot", "x.npz", "--seed", "-1"],
+    ["train", "--dtype", "float16"],
     ["frobnicate"],
 ])
 def test_bad_arguments_exit_with_usage_error(argv, capsys):

@@ -6,7 +6,7 @@ after another). This module compiles the unchanged kernel sources with it into a
 on first use and calls it through ctypes, so a student without a GPU can run, test and step
 through (gdb on the .so) the very code the GPU runs.
 
-Compiled libraries are cached in ``$MINIMAML_CACHE_DIR`` (default ``~/.cache/minimaml``, or
+Compiled libraries are cached in ``$MINIMAML_CACHE`` (default ``~/.cache/minimaml``, or
 ``$XDG_CACHE_HOME/minimaml``), named by a hash of the sources, the configuration and the
 compiler, so editing a kernel rebuilds it. The compiler is ``$CXX`` or the first of c++, g++,
 clang++ on PATH; it must speak C++20 (g++ >= 11, clang++ >= 14). With
@@ -23,10 +23,10 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from pathlib import Path
 
 import numpy as np
 
+from .. import files
 from . import _source
 
 #: Threads per block in the CPU build. Each is an OS thread and every __syncthreads() wakes them
@@ -98,11 +98,8 @@ def find_compiler():
 
 
 def cache_dir():
-    """Where compiled libraries are kept: $MINIMAML_CACHE_DIR, else <user cache>/minimaml."""
-    if os.environ.get("MINIMAML_CACHE_DIR"):
-        return Path(os.environ["MINIMAML_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "minimaml"
+    """Where compiled libraries are kept: minimaml's cache folder (``minimaml.files.cache_dir``)."""
+    return files.cache_dir()
 
 
 def compile_command(config, compiler, source, output):

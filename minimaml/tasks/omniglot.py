@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import write_atomic
+from ..files import cache_dir, write_atomic
 from .base import TaskBatch, _positive_int, as_rng
 
 ZIPS = ("images_background.zip", "images_evaluation.zip")
@@ -144,11 +144,7 @@ def _find_zips(data):
 
 
 def _cache_dir(cache):
-    if cache is not None:
-        return Path(cache)
-    if os.environ.get("MINIMAML_CACHE"):
-        return Path(os.environ["MINIMAML_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "minimaml"
+    return Path(cache) if cache is not None else cache_dir()
 
 
 def _load(zips, resize, cache):

@@ -191,7 +191,7 @@ def test_no_compiler_is_a_clear_error(monkeypatch):
 
 
 def test_compile_error_shows_the_compiler_output(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINIMAML_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MINIMAML_CACHE", str(tmp_path))
     command = emulated.compile_command   # the real command, with an unsupported layer count
     monkeypatch.setattr(emulated, "compile_command", lambda *a: command(*a) + ["-UMM_LAYERS", "-DMM_LAYERS=9"])
     config = KernelConfig((1, 4, 1), "relu", 3, 3, threads=4)
@@ -201,7 +201,7 @@ def test_compile_error_shows_the_compiler_output(monkeypatch, tmp_path):
 
 
 def test_library_cache_builds_once_and_atomically(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINIMAML_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MINIMAML_CACHE", str(tmp_path))
     config = KernelConfig((1, 4, 1), "relu", 3, 3, threads=4)
     path = emulated.library_path(config)
     assert path.parent == tmp_path and not path.exists()
@@ -217,7 +217,7 @@ def test_library_cache_builds_once_and_atomically(monkeypatch, tmp_path):
 
 
 def test_tests_build_into_a_temporary_cache(tmp_path_factory):
-    # conftest.py points MINIMAML_CACHE_DIR at a temporary folder for every test here; without it
+    # tests/conftest.py points MINIMAML_CACHE at a temporary folder for every test; without it
     # the emulated tests would fill the user's ~/.cache/minimaml.
     config = KernelConfig((1, 4, 1), "relu", 3, 3, threads=4)
     emulated.load_library(config)

@@ -318,3 +318,32 @@ def test_bad_input_adapt_and_inner_matrices():
 
 def test_methods_list_is_the_documented_one():
     assert METHODS == ("autodiff", "hessian", "hvp", "first_order", "cuda", "cuda-emulated")
+
+
+# ------------------------------------------------------------------------------------------
+# One rule for dtypes and one validator for every route.
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["autodiff", "hessian", "hvp", "first_order"])
+def test_results_come_back_in_thetas_dtype(method):
+    net, theta, (xs, ys, xq, yq) = sinusoid_problem([1, 8, 8, 1], "tanh")
+    loss, g = meta_value_and_grad(net, theta.astype(np.float32), xs, ys, xq, yq, ALPHA, 1, method=method)
+    assert g.dtype == np.float32 and isinstance(loss, float)
+
+
+@pytest.mark.parametrize("method", ["autodiff", "hessian", "hvp", "first_order", "cuda-emulated"])
+@pytest.mark.parametrize("dtype", [np.float16, np.complex128, np.int32])
+def test_every_route_refuses_a_theta_that_is_not_float32_or_float64(method, dtype):
+    net, theta, (xs, ys, xq, yq) = sinusoid_problem([1, 8, 8, 1], "relu")
+    with pytest.raises(TypeError, match=rf"theta must be float32 or float64, got dtype {np.dtype(dtype)}"):
+        meta_value_and_grad(net, theta.astype(dtype), xs, ys, xq, yq, ALPHA, 1, method=method)
+
+
+@pytest.mark.parametrize("method", ["autodiff", "hessian", "hvp", "first_order", "cuda-emulated"])
+def test_every_route_gives_the_same_error_for_the_same_mistake(method):
+    net, theta, (xs, ys, xq, yq) = sinusoid_problem([1, 8, 8, 1], "relu")
+    with pytest.raises(TypeError, match=r"inner_lr must be a real number, got '0.1' of type str"):
+        meta_value_and_grad(net, theta, xs, ys, xq, yq, "0.1", 1, method=method)
+    with pytest.raises(ValueError, match=r"inner_lr \(α\) must be a finite number > 0, got inner_lr=-1"):
+        meta_value_and_grad(net, theta, xs, ys, xq, yq, -1, 1, method=method)
+    with pytest.raises(TypeError, match=r"xs must be a floating-point array, got dtype complex128"):
+        meta_value_and_grad(net, theta, xs.astype(complex), ys, xq, yq, ALPHA, 1, method=method)

@@ -101,3 +101,10 @@ def test_backtracking_keeps_every_task_from_diverging_and_changes_nothing_when_s
 def test_bad_protocol_is_a_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
         Protocol(**bad)
+
+
+def test_sharpness_needs_at_least_one_iteration():
+    net = MLP([1, 4, 1])
+    xs, ys = np.zeros((2, 3, 1)), np.zeros((2, 3, 1))
+    with pytest.raises(ValueError, match="iterations must be an int >= 1, got 0"):
+        sharpness(net, net.init(0), xs, ys, iterations=0)
