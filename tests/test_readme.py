@@ -33,3 +33,16 @@ def test_readme_maml_example_runs_and_its_routes_agree():
     for m in ("autodiff", "hessian"):
         np.testing.assert_allclose(g[m], g["hvp"], rtol=1e-9, atol=1e-12)
     assert ns["M"].shape == (2, 1, 1761, 1761)
+
+
+def test_readme_user_model_example_meta_trains_through_the_public_api():
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[2]
+    assert "def model(theta, x)" in code and 'method="autodiff"' in code
+    ns = {}
+    exec(compile(code.replace("range(1000)", "range(150)"), "README.md", "exec"), ns)
+    mm, model = ns["mm"], ns["model"]
+    b = mm.Sinusoid().sample(50, 10, 10, rng=12345)             # held-out tasks
+    start = 0.5 * np.random.default_rng(0).standard_normal(97)
+    before = mm.meta_value_and_grad(model, start, b.xs, b.ys, b.xq, b.yq, 0.01, 1, method="autodiff")[0]
+    after = mm.meta_value_and_grad(model, ns["theta"], b.xs, b.ys, b.xq, b.yq, 0.01, 1, method="autodiff")[0]
+    assert after < 0.8 * before, (before, after)
