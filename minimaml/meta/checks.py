@@ -97,11 +97,22 @@ def check_set(net, loss, x, y, which="support"):
 
 
 def as_data(theta, loss, *arrays):
-    """The task arrays in θ's array module, x and float targets in θ's dtype (labels stay integers)."""
+    """The task arrays, given as (x, y) pairs, in θ's array module: x and float targets in θ's dtype,
+    labels (cross-entropy) left as integers."""
     value = raw(theta)
     xp, dtype = array_module(value), value.dtype
     return tuple(xp.asarray(a) if loss is softmax_cross_entropy and i % 2 else xp.asarray(a, dtype=dtype)
                  for i, a in enumerate(arrays))
+
+
+def check_adapt_args(net, theta, xs, ys, inner_lr, steps, loss=mse):
+    """What an inner loop alone takes (``adapt``, ``inner_matrices``). Returns (xs, ys) converted
+    (``as_data``)."""
+    check_model(net, loss)
+    check_theta(net, theta)
+    check_inner_loop(inner_lr, steps)
+    check_set(net, loss, xs, ys)
+    return as_data(theta, loss, xs, ys)
 
 
 def check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps, loss=mse):

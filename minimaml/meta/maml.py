@@ -91,11 +91,7 @@ def adapt(net, theta, xs, ys, inner_lr, steps, loss=mse):
     with respect to θ (second-order MAML). On arrays, an ``MLP`` with a built-in loss adapts by the
     fast route.
     """
-    checks.check_model(net, loss)
-    checks.check_theta(net, theta)
-    checks.check_inner_loop(inner_lr, steps)
-    checks.check_set(net, loss, xs, ys)
-    xs, ys = checks.as_data(theta, loss, xs, ys)
+    xs, ys = checks.check_adapt_args(net, theta, xs, ys, inner_lr, steps, loss)
     dtype = raw(theta).dtype
     if isinstance(theta, Tensor):
         return _trajectory(net, theta, xs, ys, inner_lr, steps, loss)[-1]
@@ -128,11 +124,7 @@ def inner_matrices(net, theta, xs, ys, inner_lr, steps, loss=mse, max_bytes=None
     symmetric, ∇θ L_meta = 1/T Σ_t M_{t,0}ᵀ M_{t,1}ᵀ ⋯ M_{t,S−1}ᵀ ∇L_query,t(θ_S).
     Refuses, before any work, a result that would not fit in the memory available (or ``max_bytes``).
     """
-    checks.check_model(net, loss)
-    checks.check_theta(net, theta)
-    checks.check_inner_loop(inner_lr, steps)
-    checks.check_set(net, loss, xs, ys)
-    xs, ys = checks.as_data(theta, loss, xs, ys)
+    xs, ys = checks.check_adapt_args(net, theta, xs, ys, inner_lr, steps, loss)
     dtype, P = raw(theta).dtype, theta.shape[-1]
     _check_hessian_memory(P, dtype, xs.shape[0] * steps, max_bytes, "inner_matrices")
     trajectory = _trajectory(net, theta, xs, ys, inner_lr, steps, loss)
