@@ -221,6 +221,20 @@ class TaskLosses:
         low = {i: weights.axpy(c, X.low[i], Y.low[i], ws) for i in X.low}
         return Vec(ws.add(Y.flat, ws.mul(X.flat, weights.per_task(c, X.flat.ndim))), low)
 
+    def scale(self, s, X):
+        """s ⊙ X for a (P,) vector s: per-task vectors held densely only (see ``choose_lowrank``)."""
+        self._dense_only("a step size per parameter")
+        return Vec(self.ws.mul(X.flat, s), {})
+
+    def mean_product(self, X, Y):
+        """The mean over tasks of X_t ⊙ Y_t, as a fresh (P,) array (dense vectors only)."""
+        self._dense_only("the gradient of per-parameter step sizes")
+        return (X.flat * Y.flat).sum(axis=0) * (1.0 / len(X.flat))
+
+    def _dense_only(self, what):
+        if not self.net.identity:
+            raise ValueError(f"{what} needs the per-task weights held densely (TaskLosses(..., rank=0))")
+
     def outputs(self, params, x):
         """net(θ_t, x_t) for every task: the forward pass alone, (T, N, out)."""
         return self.net.forward(self.net.views(params), augment(x, self.ws), self.ws)[0]

@@ -12,12 +12,14 @@ implementations, so an algorithm never writes its own backprop:
 
 Both hold per-task parameters in their own form (``start(θ)`` makes it) and offer
 ``value_and_grad(params, x, y) -> (losses (T,), grads, cache)``, ``hvp(cache, v)``,
-``axpy(c, X, Y) = Y + cX``, ``mean(X)`` over tasks, ``flat(X)`` as (T, P) and ``outputs(params, x)``.
+``axpy(c, X, Y) = Y + cX``, ``scale(s, X) = s ⊙ X`` (s (P,)), ``mean(X)`` and
+``mean_product(X, Y)`` over tasks, ``flat(X)`` as (T, P) and ``outputs(params, x)``.
 
-    inner loop   θ_0 = θ,   θ_{k+1} = θ_k − α ∇L_support(θ_k),   k = 0..S−1
-    walk back    g ← ∇L_query(θ_S);   for k = S−1..0:  g ← (I − α H_k) g = g − α H_k g
+    inner loop   θ_0 = θ,   θ_{k+1} = θ_k − s_k ⊙ ∇L_support(θ_k),   k = 0..S−1
+    walk back    g ← ∇L_query(θ_S);   for k = S−1..0:  g ← (I − diag(s_k) H_k)ᵀ g = g − H_k (s_k ⊙ g)
 
-(H_k = ∇²L_support(θ_k) is symmetric, so (I − αH_k)ᵀ g = g − αH_k g.)
+(H_k = ∇²L_support(θ_k) is symmetric.) MAML takes s_k = α; the MAML family differs only in the step
+sizes s_k (a number, or one per parameter) and in what it does with the trajectory.
 """
 import numpy as np
 
@@ -90,6 +92,14 @@ class EngineTaskLosses:
         return Y + (c if np.ndim(c) == 0 else np.reshape(c, (-1, 1))) * X
 
     @staticmethod
+    def scale(s, X):
+        return s * X
+
+    @staticmethod
+    def mean_product(X, Y):
+        return (X * Y).mean(axis=0)
+
+    @staticmethod
     def mean(X, dtype):
         return X.mean(axis=0).astype(dtype, copy=False)
 
@@ -106,21 +116,49 @@ def task_losses_for(net, loss, ws=None, rank=0, fast=True):
     return EngineTaskLosses(net, loss)
 
 
-def inner_loop(tl, theta, x, y, inner_lr, steps):
-    """Run S = ``steps`` inner steps from θ on each task's support set (x, y): per step k a
-    ``value_and_grad`` at θ_k (its cache kept for the walk back) and θ_{k+1} = θ_k − α ∇L(θ_k).
-    ``tl``: a TaskLosses. Returns (θ_S in tl's form, [cache_0, ..., cache_{S−1}])."""
-    params, caches = tl.start(theta), []
-    for _ in range(steps):
+def step_sizes(inner_lr, steps):
+    """The step sizes of an inner loop, one per step: s_k = α for MAML. An algorithm may give each
+    step its own size, a number or a (P,) vector (per parameter: Meta-SGD's learned α, MAML++'s
+    per-tensor sizes, ANIL's α·mask)."""
+    return [inner_lr] * steps
+
+
+def inner_loop(tl, theta, x, y, sizes, keep_grads=False):
+    """Run the inner steps from θ on each task's support set (x, y), one per entry of ``sizes``:
+    per step k a ``value_and_grad`` at θ_k (its cache kept for the walk back) and
+
+        θ_{k+1} = θ_k − s_k ⊙ ∇L(θ_k).
+
+    ``tl``: a TaskLosses. Returns (θ_S in tl's form, [cache_0, ..., cache_{S−1}]), and the support
+    gradients [∇L(θ_0), ...] too if ``keep_grads`` (for the gradient with respect to the sizes)."""
+    params, caches, grads = tl.start(theta), [], []
+    for s in sizes:
         _, g, cache = tl.value_and_grad(params, x, y, need_loss=False)
         caches.append(cache)
-        params = tl.axpy(-inner_lr, g, params)
-    return params, caches
+        if keep_grads:
+            grads.append(g)
+        params = tl.axpy(-s, g, params) if np.ndim(s) == 0 else tl.axpy(-1.0, tl.scale(s, g), params)
+    return (params, caches, grads) if keep_grads else (params, caches)
 
 
-def walk_back(tl, caches, g, inner_lr):
-    """g ← (I − α H_k) g for k = S−1 .. 0, each H_k g one Hessian-vector product from cache k."""
-    for cache in reversed(caches):
-        g = tl.axpy(-inner_lr, tl.hvp(cache, g), g)
-    return g
+def walk_back(tl, caches, g, sizes, grads=None, add=None):
+    """Back through the inner steps, k = S−1 .. 0, each H_k g one Hessian-vector product from cache k.
 
+    Step k's Jacobian is ∂θ_{k+1}/∂θ_k = I − diag(s_k) H_k, not symmetric when s_k varies by entry,
+    so the walk back applies its transpose:  g ← g − H_k (s_k ⊙ g)  (= (I − s_k H_k) g for a number s_k).
+    ``grads`` (the inner loop's support gradients): also return the meta-gradient with respect to
+    each step size, ∂L/∂s_k = −mean over tasks of ∇L(θ_k) ⊙ g_{k+1}, a (P,) array per step (else
+    None). ``add``: {k: X} added to g once it is the gradient with respect to θ_k (the query losses
+    of the inner steps, for a multi-step loss). Returns (g, [∂L/∂s_0, ...])."""
+    step_grads = [None] * len(caches)
+    for k in reversed(range(len(caches))):
+        s = sizes[k]
+        if grads is not None:
+            step_grads[k] = -tl.mean_product(grads[k], g)
+        if np.ndim(s) == 0:
+            g = tl.axpy(-s, tl.hvp(caches[k], g), g)
+        else:
+            g = tl.axpy(-1.0, tl.hvp(caches[k], tl.scale(s, g)), g)
+        if add is not None and k in add:
+            g = tl.axpy(1.0, add[k], g)
+    return g, step_grads

@@ -41,8 +41,8 @@ from ..autodiff.transforms import check_memory, jacobian_bytes
 from ..fastpath import arena, network
 from ..nn import mse
 from . import checks
-from .inner import (EngineTaskLosses, inner_loop, per_task, task_grads, task_losses, task_losses_for,
-                    walk_back)
+from .inner import (EngineTaskLosses, inner_loop, per_task, step_sizes, task_grads, task_losses,
+                    task_losses_for, walk_back)
 
 SECOND_ORDER_METHODS = ("autodiff", "hessian", "hvp")
 METHODS = SECOND_ORDER_METHODS + ("first_order", "cuda", "cuda-emulated")
@@ -96,7 +96,7 @@ def adapt(net, theta, xs, ys, inner_lr, steps, loss=mse):
     if isinstance(theta, Tensor):
         return _trajectory(net, theta, xs, ys, inner_lr, steps, loss)[-1]
     tl = task_losses_for(net, loss, rank=xs.shape[1] * steps)
-    params, _ = inner_loop(tl, theta, xs, ys, inner_lr, steps)
+    params, _ = inner_loop(tl, theta, xs, ys, step_sizes(inner_lr, steps))
     return tl.flat(params, (xs.shape[0],), dtype)
 
 
@@ -178,10 +178,11 @@ def _meta_backprop(net, theta, xs, ys, xq, yq, inner_lr, steps, loss, first_orde
     ws = arena.arena(("maml", id(net), loss, theta.dtype, xs.shape, ys.shape, xq.shape, yq.shape,
                       steps, first_order), array_module(theta)) if fast else None
     tl = task_losses_for(net, loss, ws, rank, fast=fast)
-    params, caches = inner_loop(tl, theta, xs, ys, inner_lr, steps)
+    sizes = step_sizes(inner_lr, steps)
+    params, caches = inner_loop(tl, theta, xs, ys, sizes)
     losses, g, _ = tl.value_and_grad(params, xq, yq)
     if not first_order:
-        g = walk_back(tl, caches, g, inner_lr)
+        g, _ = walk_back(tl, caches, g, sizes)
     return float(losses.sum()) / len(losses), tl.mean(g, theta.dtype)
 
 

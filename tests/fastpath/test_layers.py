@@ -11,7 +11,7 @@ import pytest
 import minimaml as mm
 from minimaml.fastpath import arena, mlp_hessian, mlp_hvp, mlp_loss_and_grad
 from minimaml.fastpath.network import TaskLosses, choose_lowrank, network
-from minimaml.meta.inner import inner_loop, walk_back
+from minimaml.meta.inner import inner_loop, step_sizes, walk_back
 
 CE = mm.softmax_cross_entropy
 
@@ -72,9 +72,10 @@ def test_hvp_route_equals_autodiff_to_1e9(norm, loss, steps):
 def meta_grad_with(net, loss, lowrank, theta, xs, ys, xq, yq, alpha, steps):
     tl = TaskLosses(net, loss, arena.Fresh(np))
     tl.net = network(net, loss, lowrank)
-    params, caches = inner_loop(tl, theta, xs, ys, alpha, steps)
+    sizes = step_sizes(alpha, steps)
+    params, caches = inner_loop(tl, theta, xs, ys, sizes)
     losses, g, _ = tl.value_and_grad(params, xq, yq)
-    return losses.mean(), tl.mean(walk_back(tl, caches, g, alpha), theta.dtype), tl.flat(params, (len(xs),), theta.dtype)
+    return losses.mean(), tl.mean(walk_back(tl, caches, g, sizes)[0], theta.dtype), tl.flat(params, (len(xs),), theta.dtype)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
