@@ -51,10 +51,38 @@ def check_inner_loop(inner_lr, steps):
         raise TypeError(f"inner_lr must be a real number, got {inner_lr!r} of type {type(inner_lr).__name__}")
     if not (math.isfinite(inner_lr) and inner_lr > 0):
         raise ValueError(f"inner_lr (α) must be a finite number > 0, got inner_lr={inner_lr!r}")
+    check_steps(steps)
+
+
+def check_steps(steps):
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise TypeError(f"steps must be an integer >= 0, got {steps!r} of type {type(steps).__name__}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got steps={steps}")
+
+
+def check_learned_sizes(name, sizes, shape):
+    """Learned step sizes (Meta-SGD's α, MAML++'s per-step sizes): a finite float array of ``shape``.
+    They may be negative or zero: what is learned is not constrained."""
+    value = raw(sizes)
+    if not hasattr(value, "shape") or not hasattr(value, "dtype") or value.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float array of shape {shape}, got "
+                        f"{type(sizes).__name__} {getattr(value, 'dtype', '')}")
+    if value.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {value.shape}")
+    if not bool(array_module(value).isfinite(value).all()):
+        raise ValueError(f"{name} holds non-finite values (NaN or inf)")
+
+
+def check_mask(mask, num_params):
+    """An inner-loop mask: a boolean (P,) array, True where the inner loop adapts θ."""
+    value = np.asarray(mask) if isinstance(mask, (list, tuple)) else mask
+    if not hasattr(value, "dtype") or value.dtype != bool:
+        raise TypeError(f"inner_mask must be a boolean array of shape ({num_params},), got "
+                        f"{type(mask).__name__} {getattr(value, 'dtype', '')}")
+    if value.shape != (num_params,):
+        raise ValueError(f"inner_mask must have θ's shape ({num_params},), got {value.shape}")
+    return value
 
 
 def _check_data(name, a, labels=False):

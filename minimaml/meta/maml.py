@@ -72,13 +72,14 @@ def query_loss(net, theta, xq, yq, loss=mse):
 # ----------------------------------------------------------------------------------------------
 # Inner loop
 # ----------------------------------------------------------------------------------------------
-def _trajectory(net, theta, xs, ys, inner_lr, steps, loss):
-    """[θ_0, θ_1, ..., θ_S], each (T, P): θ_0 = θ for every task, θ_{k+1} = θ_k − α ∇L_support(θ_k).
-    By the engine, so it works on Tensors (the "autodiff" route) and for any model."""
+def _trajectory(net, theta, xs, ys, sizes, loss):
+    """[θ_0, θ_1, ..., θ_S], each (T, P): θ_0 = θ for every task, θ_{k+1} = θ_k − s_k ⊙ ∇L_support(θ_k),
+    one step per entry of ``sizes`` (numbers, or (P,) vectors). By the engine, so it works on
+    Tensors (the "autodiff" route: θ and the sizes may be Tensors) and for any model."""
     thetas = per_task(theta, xs.shape[0])
     trajectory = [thetas]
-    for _ in range(steps):
-        thetas = thetas - inner_lr * task_grads(net, loss, thetas, xs, ys)
+    for s in sizes:
+        thetas = thetas - s * task_grads(net, loss, thetas, xs, ys)
         trajectory.append(thetas)
     return trajectory
 
@@ -94,7 +95,7 @@ def adapt(net, theta, xs, ys, inner_lr, steps, loss=mse):
     xs, ys = checks.check_adapt_args(net, theta, xs, ys, inner_lr, steps, loss)
     dtype = raw(theta).dtype
     if isinstance(theta, Tensor):
-        return _trajectory(net, theta, xs, ys, inner_lr, steps, loss)[-1]
+        return _trajectory(net, theta, xs, ys, step_sizes(inner_lr, steps), loss)[-1]
     tl = task_losses_for(net, loss, rank=xs.shape[1] * steps)
     params, _ = inner_loop(tl, theta, xs, ys, step_sizes(inner_lr, steps))
     return tl.flat(params, (xs.shape[0],), dtype)
@@ -107,28 +108,34 @@ def meta_loss(net, theta, xs, ys, xq, yq, inner_lr, steps, loss=mse):
     """L_meta(θ) = 1/T Σ_t L_query,t(adapt(θ)_t): a scalar, differentiable when θ is a Tensor."""
     checks.check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps, loss)
     xs, ys, xq, yq = checks.as_data(theta, loss, xs, ys, xq, yq)
-    return _meta_loss(net, theta, xs, ys, xq, yq, inner_lr, steps, loss)
+    return _meta_loss(net, theta, xs, ys, xq, yq, step_sizes(inner_lr, steps), loss)
 
 
-def _meta_loss(net, theta, xs, ys, xq, yq, inner_lr, steps, loss):
-    theta_s = _trajectory(net, theta, xs, ys, inner_lr, steps, loss)[-1]
+def _meta_loss(net, theta, xs, ys, xq, yq, sizes, loss):
+    theta_s = _trajectory(net, theta, xs, ys, sizes, loss)[-1]
     return task_losses(net, loss, theta_s, xq, yq).mean()
 
 
 def inner_matrices(net, theta, xs, ys, inner_lr, steps, loss=mse, max_bytes=None):
-    """The per-step Jacobians of the inner loop, M_{t,k} = ∂θ_{k+1}/∂θ_k = I − α H_k(t).
+    """The per-step Jacobians of the inner loop, M_{t,k} = ∂θ_{k+1}/∂θ_k = I − diag(s) H_k(t).
 
-    H_k(t) is the exact (P, P) Hessian of task t's support loss at θ_k (``minimaml.hessian``).
-    Returns an array (T, S, P, P) with ``[t, k]`` = I − α H_k(t) in the order the inner steps run,
-    k = 0 (at θ_0 = θ) .. S−1, so ∂θ_S/∂θ = M_{t,S−1} ⋯ M_{t,1} M_{t,0} and, the M being
-    symmetric, ∇θ L_meta = 1/T Σ_t M_{t,0}ᵀ M_{t,1}ᵀ ⋯ M_{t,S−1}ᵀ ∇L_query,t(θ_S).
+    H_k(t) is the exact (P, P) Hessian of task t's support loss at θ_k (``minimaml.hessian``), and
+    s = ``inner_lr``: a number α (MAML: M = I − αH, symmetric) or a (P,) vector of per-parameter
+    step sizes (Meta-SGD: M = I − diag(s)H, not symmetric). Returns an array (T, S, P, P) with
+    ``[t, k]`` = M_{t,k} in the order the inner steps run, k = 0 (at θ_0 = θ) .. S−1, so
+    ∂θ_S/∂θ = M_{t,S−1} ⋯ M_{t,1} M_{t,0} and ∇θ L_meta = 1/T Σ_t M_{t,0}ᵀ ⋯ M_{t,S−1}ᵀ ∇L_query,t(θ_S).
     Refuses, before any work, a result that would not fit in the memory available (or ``max_bytes``).
     """
-    xs, ys = checks.check_adapt_args(net, theta, xs, ys, inner_lr, steps, loss)
+    if np.ndim(raw(inner_lr)) == 0:
+        xs, ys = checks.check_adapt_args(net, theta, xs, ys, inner_lr, steps, loss)
+    else:
+        checks.check_learned_sizes("inner_lr", inner_lr, raw(theta).shape)
+        xs, ys = checks.check_adapt_args(net, theta, xs, ys, 1.0, steps, loss)
     dtype, P = raw(theta).dtype, theta.shape[-1]
     _check_hessian_memory(P, dtype, xs.shape[0] * steps, max_bytes, "inner_matrices")
-    trajectory = _trajectory(net, theta, xs, ys, inner_lr, steps, loss)
-    return np.stack([_task_inner_matrices(net, trajectory, xs, ys, inner_lr, t, loss, max_bytes)
+    sizes = step_sizes(inner_lr, steps)
+    trajectory = _trajectory(net, theta, xs, ys, sizes, loss)
+    return np.stack([_task_inner_matrices(net, trajectory, xs, ys, sizes, t, loss, max_bytes)
                      for t in range(len(xs))])
 
 
@@ -141,53 +148,61 @@ def _check_hessian_memory(num_params, dtype, num_matrices, max_bytes, who):
                  "method='hvp' gives the same meta-gradient with Hessian-vector products, in O(P) memory")
 
 
-def _task_inner_matrices(net, trajectory, xs, ys, inner_lr, t, loss, max_bytes=None):
-    """(S, P, P): I − α H_k for task t, k = 0..S−1, H_k the engine's exact Hessian at θ_k."""
+def _task_inner_matrices(net, trajectory, xs, ys, sizes, t, loss, max_bytes=None):
+    """(S, P, P): I − diag(s_k) H_k for task t, k = 0..S−1, H_k the engine's exact Hessian at θ_k
+    (diag(s) H scales H's rows: s[:, None] * H)."""
     def task_support_loss(th):
         return loss(net(th, xs[t]), ys[t])
     P = trajectory[0].shape[-1]
     mats = np.empty((len(trajectory) - 1, P, P), dtype=trajectory[0].dtype)
     for k, theta_k in enumerate(trajectory[:-1]):
-        mats[k] = np.eye(P) - inner_lr * hessian(task_support_loss, max_bytes=max_bytes)(theta_k[t])
+        H = hessian(task_support_loss, max_bytes=max_bytes)(theta_k[t])
+        mats[k] = np.eye(P) - np.reshape(sizes[k], (-1, 1)) * H
     return mats
 
 
-def _meta_autodiff(net, theta, xs, ys, xq, yq, inner_lr, steps, loss):
-    return value_and_grad(lambda th: _meta_loss(net, th, xs, ys, xq, yq, inner_lr, steps, loss))(theta)
+def _meta_autodiff(net, theta, xs, ys, xq, yq, sizes, loss):
+    return value_and_grad(lambda th: _meta_loss(net, th, xs, ys, xq, yq, sizes, loss))(theta)
 
 
-def _meta_hessian(net, theta, xs, ys, xq, yq, inner_lr, steps, loss, max_bytes=None):
-    _check_hessian_memory(theta.shape[-1], theta.dtype, steps, max_bytes, "method='hessian'")
-    trajectory = _trajectory(net, theta, xs, ys, inner_lr, steps, loss)
+def _meta_hessian(net, theta, xs, ys, xq, yq, sizes, loss, max_bytes=None):
+    _check_hessian_memory(theta.shape[-1], theta.dtype, len(sizes), max_bytes, "method='hessian'")
+    trajectory = _trajectory(net, theta, xs, ys, sizes, loss)
     losses, g_query, _ = EngineTaskLosses(net, loss).value_and_grad(trajectory[-1], xq, yq)
     meta_grads = []
     for t in range(len(xs)):  # one task at a time: S (P, P) matrices in memory, not T·S
-        mats = _task_inner_matrices(net, trajectory, xs, ys, inner_lr, t, loss, max_bytes)
+        mats = _task_inner_matrices(net, trajectory, xs, ys, sizes, t, loss, max_bytes)
         g = g_query[t]
-        for k in reversed(range(steps)):  # right to left: g ← M_kᵀ g, k = S−1 .. 0
+        for k in reversed(range(len(sizes))):  # right to left: g ← M_kᵀ g, k = S−1 .. 0
             g = mats[k].T @ g
         meta_grads.append(g)
     return losses.mean(), np.mean(meta_grads, axis=0)
 
 
-def _meta_backprop(net, theta, xs, ys, xq, yq, inner_lr, steps, loss, first_order, fast):
+def meta_backprop(net, theta, xs, ys, xq, yq, sizes, loss, first_order=False, fast=True, step_grads=False):
     """The inner loop, the query gradient and the walk back by one TaskLosses: the fast route's
-    (in buffers it reuses from call to call of the same shapes) or the engine's."""
-    K, Q = xs.shape[1], xq.shape[1]
-    rank = max(K * steps, Q) if first_order else Q + 2 * K * steps
+    (in buffers it reuses from call to call of the same shapes) or the engine's. ``sizes``: the step
+    sizes s_k (numbers, or (P,) vectors: the per-task vectors are then held densely). Returns
+    (meta-loss, meta-gradient (P,)), and with ``step_grads`` the gradients with respect to the s_k."""
+    K, Q, steps = xs.shape[1], xq.shape[1], len(sizes)
+    scalar = all(np.ndim(raw(s)) == 0 for s in sizes)
+    rank = 0 if not scalar else max(K * steps, Q) if first_order else Q + 2 * K * steps
     ws = arena.arena(("maml", id(net), loss, theta.dtype, xs.shape, ys.shape, xq.shape, yq.shape,
-                      steps, first_order), array_module(theta)) if fast else None
+                      steps, first_order, scalar, step_grads), array_module(theta)) if fast else None
     tl = task_losses_for(net, loss, ws, rank, fast=fast)
-    sizes = step_sizes(inner_lr, steps)
-    params, caches = inner_loop(tl, theta, xs, ys, sizes)
+    params, caches, grads = inner_loop(tl, theta, xs, ys, sizes, keep_grads=True)
     losses, g, _ = tl.value_and_grad(params, xq, yq)
+    size_grads = [None] * steps
     if not first_order:
-        g, _ = walk_back(tl, caches, g, sizes)
-    return float(losses.sum()) / len(losses), tl.mean(g, theta.dtype)
+        g, size_grads = walk_back(tl, caches, g, sizes, grads=grads if step_grads else None)
+    elif step_grads:      # first order: ∂θ_S/∂s_k = −∇L(θ_k) alone, so ∂L/∂s_k = −mean ∇L(θ_k) ⊙ g
+        size_grads = [-tl.mean_product(grads[k], g) for k in range(steps)]
+    result = (float(losses.sum()) / len(losses), tl.mean(g, theta.dtype))
+    return result + (size_grads,) if step_grads else result
 
 
 def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method="hvp", first_order=None,
-                        loss=mse, max_bytes=None):
+                        loss=mse, max_bytes=None, inner_mask=None):
     """(L_meta(θ), ∇θ L_meta(θ)) for one meta-batch of T tasks.
 
     L_meta(θ) = 1/T Σ_t L_query,t(θ_S,t), θ_S,t after ``steps`` inner steps of size α = ``inner_lr``
@@ -205,6 +220,10 @@ def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method="hvp
             method="first_order"). None means the method's own order.
         loss: loss(out, y) -> per-task mean (``mse``, ``softmax_cross_entropy`` or your own).
         max_bytes: for "hessian", a memory budget (default: the memory available).
+        inner_mask: a boolean (P,) array: only the entries where it is True adapt in the inner loop,
+            the others stay at θ (ANIL: ``MLP.head_mask()``, the last layer). The step is then
+            s = α·mask, and the walk back g ← g − H(s ⊙ g) needs only H's columns of the adapted
+            entries (for ANIL the head's rows and the mixed head-body block, by symmetry).
 
     Returns:
         (meta_loss, grad): a float and a (P,) array in theta's dtype.
@@ -220,6 +239,12 @@ def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method="hvp
             f"method={method!r} is second order by construction; use method='first_order' for first-order MAML"
         )
     checks.check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps, loss)
+    sizes = step_sizes(inner_lr, steps)
+    if inner_mask is not None:
+        mask = checks.check_mask(inner_mask, raw(theta).shape[-1])
+        if method in ("cuda", "cuda-emulated"):
+            raise ValueError(f"method={method!r} adapts every parameter; use method='hvp' with inner_mask")
+        sizes = step_sizes(inner_lr * array_module(raw(theta)).asarray(mask, dtype=raw(theta).dtype), steps)
     if method in ("hvp", "cuda", "cuda-emulated"):
         ok, why = network.supports(net, loss)
         if not ok:
@@ -233,12 +258,12 @@ def meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method="hvp
         return backend.meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps,
                                            first_order=bool(first_order))
     xs, ys, xq, yq = checks.as_data(theta, loss, xs, ys, xq, yq)
-    args = (net, theta, xs, ys, xq, yq, inner_lr, steps)
+    args = (net, theta, xs, ys, xq, yq, sizes, loss)
     if method in ("hvp", "first_order"):
-        return _meta_backprop(*args, loss, first_order=method == "first_order" or bool(first_order),
-                              fast=network.supports(net, loss)[0])
+        return meta_backprop(*args, first_order=method == "first_order" or bool(first_order),
+                             fast=network.supports(net, loss)[0])
     if method == "autodiff":
-        value, g = _meta_autodiff(*args, loss)
+        value, g = _meta_autodiff(*args)
     else:
-        value, g = _meta_hessian(*args, loss, max_bytes)
+        value, g = _meta_hessian(*args, max_bytes)
     return float(value), raw(g).astype(theta.dtype, copy=False)
