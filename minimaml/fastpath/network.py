@@ -222,7 +222,10 @@ class TaskLosses:
         return Vec(ws.add(Y.flat, ws.mul(X.flat, weights.per_task(c, X.flat.ndim))), low)
 
     def scale(self, s, X):
-        """s ⊙ X for a (P,) vector s: per-task vectors held densely only (see ``choose_lowrank``)."""
+        """s ⊙ X for a (P,) vector s (per-task vectors held densely only, see ``choose_lowrank``),
+        or sX for a number s."""
+        if np.ndim(s) == 0:
+            return self.axpy(s - 1.0, X, X)                 # X + (s − 1) X = s X, in any layout
         self._dense_only("a step size per parameter")
         return Vec(self.ws.mul(X.flat, s), {})
 

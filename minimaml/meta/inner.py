@@ -148,8 +148,8 @@ def walk_back(tl, caches, g, sizes, grads=None, add=None):
     so the walk back applies its transpose:  g ← g − H_k (s_k ⊙ g)  (= (I − s_k H_k) g for a number s_k).
     ``grads`` (the inner loop's support gradients): also return the meta-gradient with respect to
     each step size, ∂L/∂s_k = −mean over tasks of ∇L(θ_k) ⊙ g_{k+1}, a (P,) array per step (else
-    None). ``add``: {k: X} added to g once it is the gradient with respect to θ_k (the query losses
-    of the inner steps, for a multi-step loss). Returns (g, [∂L/∂s_0, ...])."""
+    None). ``add``: {k: (w, X)}: w·X is added to g once g is the gradient with respect to θ_k (the
+    query losses of the inner steps, for a multi-step loss). Returns (g, [∂L/∂s_0, ...])."""
     step_grads = [None] * len(caches)
     for k in reversed(range(len(caches))):
         s = sizes[k]
@@ -160,5 +160,5 @@ def walk_back(tl, caches, g, sizes, grads=None, add=None):
         else:
             g = tl.axpy(-1.0, tl.hvp(caches[k], tl.scale(s, g)), g)
         if add is not None and k in add:
-            g = tl.axpy(1.0, add[k], g)
+            g = tl.axpy(add[k][0], add[k][1], g)
     return g, step_grads

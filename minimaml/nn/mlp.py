@@ -154,6 +154,16 @@ class MLP:
             parts += [W.reshape(W.shape[:-2] + (-1,))] + vectors
         return np.concatenate(parts, axis=-1)
 
+    def tensors(self):
+        """The parameter tensors in θ's order, [(name, start, stop)]: W_0, b_0, [γ_0, β_0], W_1, ... (for
+        algorithms with one value per tensor, such as MAML++'s per-step step sizes)."""
+        out = []
+        for l, L in enumerate(self.layers):
+            out += [(f"W_{l}", L.w, L.b), (f"b_{l}", L.b, L.b + L.fan_out)]
+            if L.gamma is not None:
+                out += [(f"gamma_{l}", L.gamma, L.beta), (f"beta_{l}", L.beta, L.end)]
+        return out
+
     def head_mask(self):
         """Boolean (P,): True on the last layer's W and b (the "head"), False elsewhere."""
         mask = np.zeros(self.num_params, dtype=bool)
