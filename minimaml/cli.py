@@ -63,7 +63,7 @@ def _steps_list(text):
 
 def build_parser():
     from .run.problems import PROBLEMS
-    from .run.train import DEVICES, DTYPES, METHODS, TrainConfig
+    from .run.train import ALGORITHMS, DEVICES, DTYPES, METHODS, TrainConfig
 
     d = TrainConfig()
     parser = argparse.ArgumentParser(prog="minimaml", description=__doc__,
@@ -96,6 +96,17 @@ def build_parser():
                    help=f"tasks per meta-update (default {d.meta_batch})")
     t.add_argument("--k", type=_positive_int, metavar="K", help=f"support points per task (default {d.k_support})")
     t.add_argument("--k-query", type=_positive_int, metavar="KQ", help=f"query points per task (default {d.k_query})")
+    t.add_argument("--algorithm", choices=ALGORITHMS,
+                   help="the MAML family (default maml): fomaml, anil, metasgd, mamlpp, reptile, imaml")
+    t.add_argument("--lam", type=_positive_float, metavar="LAMBDA", help=f"iMAML's λ (default {d.lam})")
+    t.add_argument("--cg-steps", type=_positive_int, metavar="N", help=f"iMAML's CG iterations (default {d.cg_steps})")
+    t.add_argument("--msl-iterations", type=_nonneg_int, metavar="N",
+                   help="MAML++: anneal the multi-step loss over N iterations (default 0: no multi-step loss)")
+    t.add_argument("--first-order-iterations", type=_nonneg_int, metavar="N",
+                   help="MAML++: first order for the first N iterations (default 0)")
+    t.add_argument("--cosine", action="store_true", default=None, help="cosine-anneal the meta step size (MAML++)")
+    t.add_argument("--max-seconds", type=_positive_float, metavar="S",
+                   help="stop after S seconds of training (a wall-clock budget; default: none)")
     t.add_argument("--method", choices=METHODS, help=f"meta-gradient route (default {d.method})")
     t.add_argument("--dtype", choices=DTYPES, help=f"float precision (default {d.dtype})")
     t.add_argument("--device", choices=DEVICES, help=f"cpu, or cuda with CuPy (default {d.device})")
@@ -179,6 +190,7 @@ def main(argv=None):
 
 # ---------------------------------------------------------------------------------------------
 def cmd_train(args):
+    from .meta import algorithms
     from .run.checkpoint import read_checkpoint
     from .run.train import TrainConfig, pretrained_config, train
 
@@ -189,7 +201,10 @@ def cmd_train(args):
         ("k_support", args.k if args.k is not None else args.shots), ("k_query", args.k_query),
         ("method", args.method), ("dtype", args.dtype), ("device", args.device),
         ("checkpoint_every", args.checkpoint_every), ("log_every", args.log_every),
-        ("val_every", args.val_every), ("test_steps", args.test_steps)) if value is not None}
+        ("val_every", args.val_every), ("test_steps", args.test_steps), ("algorithm", args.algorithm),
+        ("lam", args.lam), ("cg_steps", args.cg_steps), ("msl_iterations", args.msl_iterations),
+        ("first_order_iterations", args.first_order_iterations), ("cosine", args.cosine),
+        ("max_seconds", args.max_seconds)) if value is not None}
     if args.k is not None and args.shots is not None:
         raise _Error("give --k or --shots, not both (--shots is --k for classification)")
     out = args.out or default_out(args.task or "sinusoid", args.ways or 5, args.shots or args.k or 1)
@@ -205,7 +220,7 @@ def cmd_train(args):
     spec = config.problem
     family = spec.family(config)          # early: a missing data folder is reported before training
 
-    print(f"meta-training MAML on {config.task}: {config.iterations} iterations, {config.sizes} {config.activation}"
+    print(f"meta-training {config.algorithm} on {config.task}: {config.iterations} iterations, {config.sizes} {config.activation}"
           f"{' + batch norm' if config.norm else ''}, alpha={config.inner_lr:g} x {config.steps} step(s), "
           f"Adam beta={config.meta_lr}, {config.meta_batch} tasks x K={config.k_support}+{config.k_query}"
           f"{' per class' if spec.classification else ''}, method={config.method}, {config.dtype}, "
@@ -213,7 +228,8 @@ def cmd_train(args):
     t0 = time.perf_counter()
     result = train(config, checkpoint=ckpt_path, resume=args.resume, progress=not args.quiet)
     last = f"{result.history[-1, 1]:.4f}" if len(result.history) else "n/a"
-    print(f"MAML: {result.seconds:.1f} s ({_per_iteration(result)}), final meta-loss {last} -> {ckpt_path}")
+    print(f"{config.algorithm}: {result.iteration} iterations, {result.seconds:.1f} s ({_per_iteration(result)}), "
+          f"final meta-loss {last} -> {ckpt_path}")
 
     fig_path = os.path.join(out, "figure.png")
     if spec.classification:
@@ -226,17 +242,19 @@ def cmd_train(args):
             print(f"validation accuracy after {config.test_steps} steps: {result.val_history[-1, 1]:.1f}% "
                   f"-> {curve_path}")
         task = _plot_task(spec, family, config, seed=0)
-        classification_figure(result.net, result.theta, task, config.inner_lr, config.test_steps, spec.loss, fig_path)
+        rule = algorithms.adaptation(config.algorithm, result.net, result.extra, config)
+        classification_figure(result.net, result.theta, task, rule, config.test_steps, spec.loss, fig_path)
     else:
         from .run.plotting import figure2
-        models = {"MAML": (result.net, result.theta)}
-        if not args.no_baseline:
+        models = {config.algorithm.upper() if config.algorithm != "maml" else "MAML": (result.net, result.theta)}
+        if not args.no_baseline and config.algorithm == "maml":
             base_config = pretrained_config(config)
             resume_base = args.resume and os.path.exists(base_path)
             base = train(base_config, checkpoint=base_path, resume=resume_base, progress=not args.quiet)
             print(f"pretrained baseline: {base.seconds:.1f} s ({_per_iteration(base)}) -> {base_path}")
             models["pretrained"] = (base.net, base.theta)
-        figure2(models, config.inner_lr, k=config.k_support, path=fig_path)
+        figure2(models, algorithms.adaptation(config.algorithm, result.net, result.extra, config),
+                k=config.k_support, path=fig_path)
     print(f"figure -> {fig_path}; total {time.perf_counter() - t0:.1f} s")
     print(f"next: minimaml eval {ckpt_path}")
     return 0
@@ -279,6 +297,7 @@ def _load_run(path, data=None):
 def cmd_eval(args):
     import numpy as np
 
+    from .meta import algorithms
     from .run.evaluate import diverged_mask, evaluate, format_table, json_rows, load_or_train_pretrained, sharpness
 
     args.checkpoint = _resolve(args.checkpoint)
@@ -289,20 +308,25 @@ def cmd_eval(args):
              "inner_lr": args.inner_lr, "seed": args.seed}
     protocol = spec.protocol(config, **{k: v for k, v in given.items() if v is not None})
     alpha = protocol.inner_lr or config.inner_lr
-    baseline = not args.no_baseline and config.model == "maml" and not spec.classification
-    print(f"checkpoint: {args.checkpoint} ({config.model} on {config.task}, iteration {ckpt['iteration']}, "
-          f"trained with alpha={config.inner_lr:g}, {config.steps} step(s), K={config.k_support})")
+    rule = (alpha if protocol.inner_lr is not None else
+            algorithms.adaptation(config.algorithm, net, ckpt["extra"], config))
+    baseline = (not args.no_baseline and config.model == "maml" and config.algorithm == "maml"
+                and not spec.classification)
+    print(f"checkpoint: {args.checkpoint} ({config.algorithm if config.model == 'maml' else config.model} on "
+          f"{config.task}, iteration {ckpt['iteration']}, trained with alpha={config.inner_lr:g}, {config.steps} "
+          f"step(s), K={config.k_support})")
     print(f"protocol: {spec.describe(protocol, alpha)}; fine-tuning: gradient descent on the support loss, "
-          f"alpha={alpha:g}"
+          + (f"alpha={alpha:g}" if not isinstance(rule, algorithms.Adaptation) or rule.sizes == [alpha]
+             and not rule.lam else f"{config.algorithm}'s own rule: {rule!r}")
           + ("" if spec.classification else f"; diverged: query MSE non-finite or > 10x both its value before "
              "fine-tuning and the MSE of predicting 0")
           + ("; with --backtrack: steps that raise a task's support loss are rejected and its alpha halved"
              if args.backtrack else "")
           + (f"; the pretrained baseline is fine-tuned with alpha={args.baseline_inner_lr:g}"
              if args.baseline_inner_lr and baseline else ""))
-    name = "MAML" if config.model == "maml" else config.model
-    stats, curves = evaluate(net, theta, protocol, alpha, return_curves=True, backtrack=args.backtrack,
-                             problem=spec, family=family)
+    name = ("MAML" if config.algorithm == "maml" else config.algorithm) if config.model == "maml" else config.model
+    stats, curves = evaluate(net, theta, dataclasses.replace(protocol, inner_lr=None), rule, return_curves=True,
+                             backtrack=args.backtrack, problem=spec, family=family)
     results = {name: stats}
     if baseline:
         base_theta = load_or_train_pretrained(args.checkpoint, ckpt["config"], progress=False)
@@ -335,6 +359,7 @@ def cmd_eval(args):
 
 
 def cmd_plot(args):
+    from .meta import algorithms
     from .run.evaluate import load_or_train_pretrained
     from .run.plotting import classification_figure, figure2
 
@@ -344,15 +369,16 @@ def cmd_plot(args):
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "figure.png")
     if os.path.isdir(out) or os.path.splitext(out)[1].lower() != ".png":
         raise _Error(f"--out must name a .png file, got {out!r}")
-    alpha = args.inner_lr or config.inner_lr
+    rule = args.inner_lr or algorithms.adaptation(config.algorithm, net, ckpt["extra"], config)
     if spec.classification:
         family = spec.family(config)
         task = _plot_task(spec, family, dataclasses.replace(config, k_support=args.k or config.k_support), args.seed)
-        classification_figure(net, theta, task, alpha, config.test_steps, spec.loss, out)
+        classification_figure(net, theta, task, rule, config.test_steps, spec.loss, out)
     else:
-        models = {"MAML" if config.model == "maml" else config.model: (net, theta)}
-        if config.model == "maml":
+        name = ("MAML" if config.algorithm == "maml" else config.algorithm) if config.model == "maml" else config.model
+        models = {name: (net, theta)}
+        if config.model == "maml" and config.algorithm == "maml":
             models["pretrained"] = (net, load_or_train_pretrained(args.checkpoint, ckpt["config"], progress=False))
-        figure2(models, alpha, k=args.k or config.k_support, seed=args.seed, path=out)
+        figure2(models, rule, k=args.k or config.k_support, seed=args.seed, path=out)
     print(f"figure -> {out}")
     return 0

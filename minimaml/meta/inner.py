@@ -116,6 +116,41 @@ def task_losses_for(net, loss, ws=None, rank=0, fast=True):
     return EngineTaskLosses(net, loss)
 
 
+class Adaptation:
+    """How a meta-learned model adapts to a new task, at test time or in a training loop's validation:
+
+        θ_{k+1} = θ_k − s_k ⊙ (∇L_support(θ_k) + λ (θ_k − θ_0)),   k = 0, 1, ...
+
+    ``sizes``: the step sizes, one per step (numbers or (P,) vectors); steps past the end reuse the
+    last (MAML++: its learned sizes for the steps it was trained with, then the last one). ``lam``:
+    iMAML's proximal pull toward the meta-learned θ_0 (0 for the others). A number α is
+    ``Adaptation([α])``: MAML's plain gradient descent."""
+
+    def __init__(self, sizes, lam=0.0):
+        self.sizes, self.lam = list(sizes), float(lam)
+
+    def size(self, k):
+        return self.sizes[min(k, len(self.sizes) - 1)]
+
+    @property
+    def dense(self):
+        """Whether the rule needs per-task vectors held densely (a vector size, or the proximal term)."""
+        return self.lam != 0 or any(np.ndim(s) for s in self.sizes)
+
+    def step(self, tl, k, params, grads, start, factor=1.0):
+        """θ_{k+1} from θ_k = ``params`` and ∇L(θ_k) = ``grads`` (a TaskLosses' vectors; ``start`` is
+        θ_0 in tl's form); ``factor``: a number or one per task (T,) scaling the step (backtracking)."""
+        direction = tl.axpy(self.lam, tl.axpy(-1.0, start, params), grads) if self.lam else grads
+        s = self.size(k)
+        if np.ndim(s) == 0:
+            return tl.axpy(-s * factor, direction, params)
+        return tl.axpy(-factor, tl.scale(s, direction), params)
+
+    def __repr__(self):
+        shown = [f"{s:g}" if np.ndim(s) == 0 else f"vector {np.shape(s)}" for s in self.sizes]
+        return f"Adaptation(sizes={shown}" + (f", lam={self.lam:g})" if self.lam else ")")
+
+
 def step_sizes(inner_lr, steps):
     """The step sizes of an inner loop, one per step: s_k = α for MAML. An algorithm may give each
     step its own size, a number or a (P,) vector (per parameter: Meta-SGD's learned α, MAML++'s

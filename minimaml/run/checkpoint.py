@@ -12,6 +12,7 @@ Layout (every entry a plain array, so ``np.load(path, allow_pickle=False)`` read
     iteration         number of completed meta-updates
     history           (N, 2) rows (iteration, mean meta-loss over the last log period)
     val_history       (M, 2) rows (iteration, validation metric): the learning curve
+    extra             (E,)   the algorithm's meta-parameters besides θ (config "algorithm" names it)
     rng_state         JSON text of the task sampler's numpy bit-generator state
     optimizer         JSON text of the optimizer's scalar state (name, lr, t, ...)
     optimizer/<key>   the optimizer's array state (Adam's m and v)
@@ -43,12 +44,13 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0, history=None,
-                    rng_state=None, loss="mse", val_history=None):
+                    rng_state=None, loss="mse", val_history=None, extra=None):
     """Write a checkpoint atomically to ``path`` (a ``.npz`` file; parent folders are created).
 
     ``net`` is an ``MLP`` (its description is stored); ``config`` is a dict (or a dataclass such as
     ``TrainConfig``) of JSON-able values; ``optimizer_state`` is ``optimizer.state_dict()``;
-    ``rng_state`` is ``rng.bit_generator.state``; ``loss`` the loss's name. ``theta`` may be a
+    ``rng_state`` is ``rng.bit_generator.state``; ``loss`` the loss's name; ``extra`` the
+    algorithm's other meta-parameters (Meta-SGD's α, MAML++'s step sizes; flat). ``theta`` may be a
     CuPy array (it is copied to the host).
     """
     path = os.fspath(path)
@@ -73,6 +75,7 @@ def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0,
         "val_history": val_history.reshape(-1, 2),
         "rng_state": np.array(json.dumps(rng_state)),
         "model": np.array(json.dumps({**net.describe(), "loss": loss})),
+        "extra": np.zeros(0) if extra is None else _to_host(extra).ravel(),
     }
     if optimizer_state is not None:
         scalars = {}
@@ -89,9 +92,9 @@ def save_checkpoint(path, net, theta, config, optimizer_state=None, iteration=0,
 def read_checkpoint(path):
     """Load everything a checkpoint holds, for resuming or inspection.
 
-    Returns a dict with ``net`` (an ``MLP``), ``loss`` (the loss function), ``theta``, ``config``
-    (dict), ``iteration``, ``history`` (N, 2), ``val_history`` (M, 2), ``rng_state`` (dict or None)
-    and ``optimizer_state`` (dict or None).
+    Returns a dict with ``net`` (an ``MLP``), ``loss`` (the loss function), ``theta``, ``extra``
+    (the algorithm's other meta-parameters, (E,)), ``config`` (dict), ``iteration``, ``history``
+    (N, 2), ``val_history`` (M, 2), ``rng_state`` (dict or None) and ``optimizer_state`` (dict or None).
     Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` for a file that
     is not a readable minimaml checkpoint, both naming the path and the problem.
     """
@@ -157,6 +160,7 @@ def read_checkpoint(path):
         "iteration": int(arrays["iteration"]),
         "history": arrays.get("history", np.zeros((0, 2))),
         "val_history": arrays.get("val_history", np.zeros((0, 2))),
+        "extra": arrays.get("extra", np.zeros(0)),
         "rng_state": rng_state,
         "optimizer_state": optimizer_state,
     }

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..meta.checks import as_data
-from ..meta.inner import task_losses_for
+from ..meta.inner import Adaptation, task_losses_for
 from ..nn.losses import accuracy, is_classification, mse
 from ..tasks import Sinusoid
 from .problems import Protocol, SinusoidProblem  # noqa: F401  (Protocol: part of this module's API)
@@ -55,7 +55,9 @@ def protocol_tasks(protocol):
 def finetune_curves(net, theta, xs, ys, xq, yq, inner_lr, max_steps, backtrack=False, loss=mse,
                     chunk=100):
     """The query metric of every task after 0..max_steps steps of gradient descent on its support
-    set: θ_{s+1} = θ_s − α ∇L_support(θ_s) from θ_0 = θ (P,). Returns (T, max_steps + 1) float64:
+    set: θ_{s+1} = θ_s − α ∇L_support(θ_s) from θ_0 = θ (P,), or the rule of an ``Adaptation``
+    (``inner_lr``: a number α or an Adaptation, e.g. Meta-SGD's per-parameter step, iMAML's
+    proximal steps). Returns (T, max_steps + 1) float64:
     the query loss (regression; diverging tasks give inf/nan entries, no warnings: they are
     counted, not hidden), or the query accuracy in % (``softmax_cross_entropy``).
 
@@ -68,40 +70,43 @@ def finetune_curves(net, theta, xs, ys, xq, yq, inner_lr, max_steps, backtrack=F
     """
     T = xs.shape[0]
     theta = np.asarray(theta, dtype=np.float64)
+    rule = inner_lr if isinstance(inner_lr, Adaptation) else Adaptation([float(inner_lr)])
     xs, ys, xq, yq = as_data(theta, loss, xs, ys, xq, yq)
-    tl = task_losses_for(net, loss, rank=xs.shape[1] * max_steps)
+    tl = task_losses_for(net, loss, rank=0 if rule.dense else xs.shape[1] * max_steps)
     curves = np.empty((T, max_steps + 1))
     with np.errstate(all="ignore"):
         for lo in range(0, T, chunk):
             c = slice(lo, min(T, lo + chunk))
-            curves[c] = _finetune_chunk(tl, theta, xs[c], ys[c], xq[c], yq[c], inner_lr, max_steps,
-                                        backtrack, loss)
+            curves[c] = _finetune_chunk(tl, theta, xs[c], ys[c], xq[c], yq[c], rule, max_steps, backtrack, loss)
     return curves
 
 
-def _finetune_chunk(tl, theta, xs, ys, xq, yq, inner_lr, max_steps, backtrack, loss):
+def _finetune_chunk(tl, theta, xs, ys, xq, yq, rule, max_steps, backtrack, loss):
     def measure(params):
         out = tl.outputs(params, xq)
         return 100.0 * accuracy(out, yq) if is_classification(loss) else loss(out, yq)
 
-    params = tl.start(theta)
+    def propose(k):
+        return rule.step(tl, k, params, grads, start, factors)
+
+    start = params = tl.start(theta)
     curves = [measure(params)]
     support, grads, _ = tl.value_and_grad(params, xs, ys)
-    alphas = np.full(xs.shape[0], float(inner_lr))
-    for _ in range(max_steps):
-        proposal = tl.axpy(-alphas, grads, params)
+    factors = np.ones(xs.shape[0])                        # backtracking halves a task's step
+    for k in range(max_steps):
+        proposal = propose(k)
         new_support, new_grads, _ = tl.value_and_grad(proposal, xs, ys)
         for _ in range(30 if backtrack else 0):
             worse = ~(new_support <= support)              # ~(<=) also catches nan
             if not worse.any():
                 break
-            alphas[worse] /= 2
-            proposal = tl.axpy(-alphas, grads, params)
+            factors[worse] /= 2
+            proposal = propose(k)
             new_support, new_grads, _ = tl.value_and_grad(proposal, xs, ys)
         else:
             if backtrack:   # still no decrease after 30 halvings (a stationary point): stay
-                alphas[~(new_support <= support)] = 0.0
-                proposal = tl.axpy(-alphas, grads, params)
+                factors[~(new_support <= support)] = 0.0
+                proposal = propose(k)
                 new_support, new_grads, _ = tl.value_and_grad(proposal, xs, ys)
         params, support, grads = proposal, new_support, new_grads
         curves.append(measure(params))

@@ -56,24 +56,37 @@ def figure2(models, inner_lr, k=10, seed=4, steps=(0, 1, 10), path=None, amplitu
     axes[0][0].set_ylabel("y")
     axes[0][0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"A sin(x − φ), A = {params['amplitude'][0]:.2f}, φ = {params['phase'][0]:.2f}, "
-                 f"α = {inner_lr:g}", fontsize=10)
+                 f"{_step_label(inner_lr)}", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return fig
 
 
 def adapted_outputs(net, theta, xs, ys, x, inner_lr, steps, loss):
-    """{s: net(θ_s, x)} for s in ``steps`` for one task, θ_s after s gradient steps on (xs, ys)."""
-    from ..meta.inner import task_losses_for
+    """{s: net(θ_s, x)} for s in ``steps`` for one task, θ_s after s adaptation steps on (xs, ys):
+    gradient descent with α = ``inner_lr``, or an algorithm's ``Adaptation`` rule."""
+    from ..meta.inner import Adaptation, task_losses_for
 
-    tl = task_losses_for(net, loss, rank=xs.shape[0] * max(steps))
-    params, out = tl.start(np.asarray(theta, dtype=np.float64)), {}
+    rule = inner_lr if isinstance(inner_lr, Adaptation) else Adaptation([float(inner_lr)])
+    tl = task_losses_for(net, loss, rank=0 if rule.dense else xs.shape[0] * max(steps))
+    start = params = tl.start(np.asarray(theta, dtype=np.float64))
+    out = {}
     for s in range(max(steps) + 1):
         if s in steps:
             out[s] = tl.outputs(params, x[None])[0]
         if s < max(steps):
-            params = tl.axpy(-inner_lr, tl.value_and_grad(params, xs[None], ys[None])[1], params)
+            params = rule.step(tl, s, params, tl.value_and_grad(params, xs[None], ys[None])[1], start)
     return out
+
+
+def _step_label(inner_lr):
+    """How a figure names the adaptation rule: α = 0.01, or the rule."""
+    from ..meta.inner import Adaptation
+    if isinstance(inner_lr, Adaptation):
+        if len(inner_lr.sizes) == 1 and np.ndim(inner_lr.sizes[0]) == 0 and not inner_lr.lam:
+            return f"α = {inner_lr.sizes[0]:g}"
+        return "learned steps" if not inner_lr.lam else f"proximal steps, λ = {inner_lr.lam:g}"
+    return f"α = {inner_lr:g}"
 
 
 def classification_figure(net, theta, task, inner_lr, steps=3, loss=None, path=None, title=""):
@@ -112,8 +125,8 @@ def classification_figure(net, theta, task, inner_lr, steps=3, loss=None, path=N
                     spine.set_linewidth(2.5)
         axes[r][0].set_ylabel(name if pred is None else
                               f"query, {name}\n{np.mean(pred == labels):.0%} right", fontsize=9)
-    fig.suptitle(title or f"a test task: support, then query predictions before and after {steps} steps "
-                 f"(α = {inner_lr:g}); in brackets the true label", fontsize=10)
+    fig.suptitle(title or f"a test task: support, then query predictions before and after {steps} steps\n"
+                 f"({_step_label(inner_lr)}); in brackets the true label", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return fig

@@ -35,20 +35,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..meta import algorithms
 from ..nn.losses import loss_name
 from ..nn.mlp import MLP
 from ..optim import Adam
 from ..files import check_writable
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from ..meta.mamlpp import cosine_lr
 from .problems import PROBLEMS, problem
 
 METHODS = ("hvp", "first_order", "autodiff", "hessian")
 MODELS = ("maml", "pretrained")
+ALGORITHMS = algorithms.NAMES
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
 # Fields that may differ between a checkpoint's config and a resumed run's config (a GPU run can
 # continue on the CPU and vice versa: the same state, though not bit for bit, see above).
-RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "log_every", "device", "data", "val_every", "val_tasks")
+RESUMABLE_CHANGES = ("iterations", "checkpoint_every", "log_every", "device", "data", "val_every", "val_tasks",
+                     "max_seconds")
 
 
 def one_blas_thread():
@@ -112,6 +116,13 @@ class TrainConfig:
     device: str = "cpu"             # "cuda": θ, Adam state and the meta-gradient on the GPU
     seed: int = 0                   # θ's init and the task stream
     model: str = "maml"             # "maml" or the "pretrained" baseline
+    algorithm: str = "maml"         # the MAML family: see minimaml/meta/algorithms.py
+    lam: float = 1.0                # iMAML: λ, the proximal term's strength
+    cg_steps: int = 10              # iMAML: conjugate-gradient iterations
+    msl_iterations: int = 0         # MAML++: iterations over which the multi-step loss anneals (0: no multi-step loss)
+    first_order_iterations: int = 0  # MAML++: first order for this many iterations, then second order
+    cosine: bool = False            # cosine annealing of the meta step size (MAML++), to 0 at `iterations`
+    max_seconds: float = 0.0        # stop after this much training time (0: no limit); a budget for comparisons
     checkpoint_every: int = 5000
     log_every: int = 500
     val_every: int = None           # iterations between validation measurements (0: none)
@@ -148,6 +159,19 @@ class TrainConfig:
         need(self.norm in (None, "batch"), f"unknown norm {self.norm!r}; choose None or 'batch'")
         need(self.method in METHODS, f"unknown method {self.method!r}; choose one of {METHODS}")
         need(self.model in MODELS, f"unknown model {self.model!r}; choose one of {MODELS}")
+        need(self.algorithm in ALGORITHMS, f"unknown algorithm {self.algorithm!r}; choose one of {ALGORITHMS}")
+        need(isinstance(self.lam, numbers.Real) and not isinstance(self.lam, bool) and math.isfinite(self.lam)
+             and self.lam > 0, f"lam (λ) must be a finite number > 0, got {self.lam!r}")
+        for name in ("cg_steps",):
+            need(is_int(getattr(self, name), 1), f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        for name in ("msl_iterations", "first_order_iterations"):
+            need(is_int(getattr(self, name), 0), f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+        need(isinstance(self.cosine, bool), f"cosine must be True or False, got {self.cosine!r}")
+        need(isinstance(self.max_seconds, numbers.Real) and not isinstance(self.max_seconds, bool)
+             and 0 <= self.max_seconds < math.inf, f"max_seconds must be a number >= 0, got {self.max_seconds!r}")
+        need(self.algorithm == "maml" or (self.device == "cpu" and self.model == "maml"),
+             f"algorithm {self.algorithm!r} runs on the CPU, for the model 'maml'")
+        need(self.algorithm != "mamlpp" or self.steps >= 1, "MAML++ needs at least one inner step")
         need(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose one of {DTYPES}")
         need(self.device in DEVICES, f"unknown device {self.device!r}; choose one of {DEVICES}")
         need(self.device == "cpu" or self.method in ("hvp", "first_order"),
@@ -199,6 +223,7 @@ class TrainResult:
     iterations_run: int = 0         # meta-updates done by this call (fewer than iteration if resumed)
     checkpoint: str = None          # path of the written checkpoint, if any
     val_history: np.ndarray = None  # (M, 2) rows (iteration, validation metric)
+    extra: np.ndarray = None        # the algorithm's other meta-parameters (Meta-SGD's α, MAML++'s sizes)
 
 
 def _device_module(config):
@@ -224,6 +249,13 @@ def _device_module(config):
     def meta_grad(net, theta, xs, ys, xq, yq, inner_lr, steps):
         return meta_value_and_grad(net, theta, xs, ys, xq, yq, inner_lr, steps, method=config.method, loss=loss)
     return np, meta_grad, Adam(config.meta_lr)
+
+
+def _algorithm_step(config, net, loss):
+    """params = [θ, extra], the batch, the iteration -> (meta-loss, gradient of params)."""
+    def step(params, batch, iteration):
+        return algorithms.value_and_grad(config.algorithm, net, params, batch, config, loss, iteration)
+    return step
 
 
 class _CudaAdam(Adam):
@@ -275,6 +307,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
             raise ConfigError(f"cannot resume {checkpoint!r} with a different configuration: "
                              + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diffs.items()))
         net, theta, start = ckpt["net"], ckpt["theta"], ckpt["iteration"]
+        extra = ckpt["extra"]
         history = [tuple(row) for row in ckpt["history"]]
         val_history = [tuple(row) for row in ckpt["val_history"]]
         rng = np.random.default_rng()
@@ -293,6 +326,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
         config = config or TrainConfig()
         net = config.make_net()
         theta = net.init(config.seed).astype(config.dtype)
+        extra = algorithms.extra(config.algorithm, net, config).astype(config.dtype)
         optimizer_state = None
         rng = task_rng(config.seed)
         start, history, val_history = 0, [], []
@@ -309,6 +343,10 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
             raise CheckpointError(f"checkpoint {checkpoint!r} has a malformed optimizer state: {e}") from None
     dtype = np.dtype(config.dtype)
     theta = xp.array(theta, dtype=dtype)      # a copy: the GPU's Adam updates θ in place
+    P = net.num_params
+    if config.algorithm != "maml":            # the MAML family: optimise [θ, extra] together
+        theta = np.concatenate([theta, np.asarray(extra, dtype=dtype)])
+        step = _algorithm_step(config, net, spec.loss)
     pretrained = config.model == "pretrained"
     steps = 0 if pretrained else config.steps
     validate = _validation(config, spec, family, net) if config.val_every and not pretrained else None
@@ -328,9 +366,9 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
             if value is not None and not bool(xp.isfinite(xp.asarray(value)).all()):
                 stop(f"{name} became non-finite at iteration {iteration} (last finite meta-loss: {last_good})")
         if checkpoint is not None:
-            save_checkpoint(checkpoint, net, theta, config.to_dict(), optimizer.state_dict(),
+            save_checkpoint(checkpoint, net, theta[:P], config.to_dict(), optimizer.state_dict(),
                             iteration=iteration, history=history, rng_state=rng.bit_generator.state,
-                            loss=loss_name(spec.loss), val_history=val_history)
+                            loss=loss_name(spec.loss), val_history=val_history, extra=theta[P:])
 
     bar = _progress_bar(progress, total=config.iterations, initial=start,
                         desc="pretrain" if pretrained else "meta-train")
@@ -374,6 +412,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                       f"before the inner steps, {after:.4g} after); consider a smaller inner step size")
 
     last_saved = start if resume else None
+    done = start
     t0 = time.perf_counter()
     # Overflow is detected and reported (TrainingDiverged) rather than warned about per op.
     with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
@@ -382,30 +421,39 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
             xs, ys, xq, yq = (xp.asarray(a, dtype=dtype if a.dtype.kind == "f" else None) for a in batch)
             if pretrained:                                                 # regress on all points
                 xq, yq = xp.concatenate([xs, xq], axis=1), xp.concatenate([ys, yq], axis=1)
-            loss, g = meta_grad(net, theta, xs, ys, xq, yq, config.inner_lr, steps)  # adapt + query
+            if config.algorithm == "maml":
+                loss, g = meta_grad(net, theta, xs, ys, xq, yq, config.inner_lr, steps)  # adapt + query
+            else:
+                loss, g = step(theta, (xs, ys, xq, yq), it)
             done = it + 1
             if it == 0:
                 reference = float(loss)
             if steps and (it == start or done % config.checkpoint_every == 0):
-                check_adaptation(float(loss), float(meta_grad(net, theta, xs, ys, xq, yq, config.inner_lr, 0)[0]),
+                check_adaptation(float(loss), float(meta_grad(net, theta[:P], xs, ys, xq, yq, config.inner_lr, 0)[0]),
                                  done, warn=it != start)
+            if config.cosine:
+                optimizer.lr = cosine_lr(it, config.iterations, config.meta_lr)
             theta = optimizer.step(theta, g)                               # θ ← θ − β Adam(g)
             pending.append(loss)
-            if validate is not None and (done % config.val_every == 0 or done == config.iterations):
+            out_of_time = config.max_seconds and time.perf_counter() - t0 > config.max_seconds
+            last = done == config.iterations or out_of_time
+            if validate is not None and (done % config.val_every == 0 or last):
                 val_history.append((done, validate(theta)))
-            if done % config.log_every == 0 or done % config.checkpoint_every == 0 or done == config.iterations:
+            if done % config.log_every == 0 or done % config.checkpoint_every == 0 or last:
                 flush(done)
-            if done % config.checkpoint_every == 0 and done != config.iterations:
+            if done % config.checkpoint_every == 0 and not last:
                 save(done)
                 last_saved = done
-    flush(config.iterations)
+            if out_of_time:
+                break
+    flush(done)
     seconds = time.perf_counter() - t0
-    save(config.iterations)
+    save(done)
     bar.close()
     theta_host = theta.get() if hasattr(theta, "get") and xp is not np else theta
-    return TrainResult(net, theta_host, config, config.iterations, np.array(history).reshape(-1, 2),
-                       seconds, config.iterations - start, None if checkpoint is None else os.fspath(checkpoint),
-                       np.array(val_history).reshape(-1, 2))
+    return TrainResult(net, theta_host[:P], config, done, np.array(history).reshape(-1, 2),
+                       seconds, done - start, None if checkpoint is None else os.fspath(checkpoint),
+                       np.array(val_history).reshape(-1, 2), theta_host[P:])
 
 
 def _validation(config, spec, family, net):
@@ -417,9 +465,11 @@ def _validation(config, spec, family, net):
                              seed=config.seed)
     xs, ys, xq, yq, _ = spec.test_set(family, protocol)
 
-    def validate(theta):
-        theta = theta.get() if hasattr(theta, "get") else theta
-        curves = finetune_curves(net, theta, xs, ys, xq, yq, config.inner_lr, config.test_steps, loss=spec.loss)
+    def validate(params):
+        params = params.get() if hasattr(params, "get") else params
+        P = net.num_params
+        rule = algorithms.adaptation(config.algorithm, net, params[P:], config)
+        curves = finetune_curves(net, params[:P], xs, ys, xq, yq, rule, config.test_steps, loss=spec.loss)
         return float(np.mean(curves[:, -1]))
     return validate
 
