@@ -106,7 +106,8 @@ def build_parser():
                    help="MAML++: first order for the first N iterations (default 0)")
     t.add_argument("--cosine", action="store_true", default=None, help="cosine-anneal the meta step size (MAML++)")
     t.add_argument("--max-seconds", type=_positive_float, metavar="S",
-                   help="stop after S seconds of training (a wall-clock budget; default: none)")
+                   help="stop after S seconds of the process's CPU time (a budget: wall-clock time on a "
+                        "core of its own; default: none)")
     t.add_argument("--method", choices=METHODS, help=f"meta-gradient route (default {d.method})")
     t.add_argument("--dtype", choices=DTYPES, help=f"float precision (default {d.dtype})")
     t.add_argument("--device", choices=DEVICES, help=f"cpu, or cuda with CuPy (default {d.device})")
