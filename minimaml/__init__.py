@@ -16,5 +16,7 @@ from .nn import MLP, accuracy, batch_norm, mse, softmax_cross_entropy  # noqa: F
 from .tasks import LinearRegression, Omniglot, Sinusoid, TaskBatch  # noqa: F401,E402
 from .meta.maml import adapt, inner_matrices, meta_value_and_grad  # noqa: F401,E402
 from .meta.metasgd import metasgd_value_and_grad  # noqa: F401,E402
+from .meta.reptile import reptile_direction  # noqa: F401,E402
+from .meta.imaml import imaml_value_and_grad  # noqa: F401,E402
 from .optim import SGD, Adam  # noqa: F401,E402
 from .run.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401,E402

@@ -100,6 +100,8 @@ def build_parser():
                    help="the MAML family (default maml): fomaml, anil, metasgd, mamlpp, reptile, imaml")
     t.add_argument("--lam", type=_positive_float, metavar="LAMBDA", help=f"iMAML's λ (default {d.lam})")
     t.add_argument("--cg-steps", type=_positive_int, metavar="N", help=f"iMAML's CG iterations (default {d.cg_steps})")
+    t.add_argument("--cg-tol", type=_positive_float, metavar="TOL",
+                   help=f"iMAML's CG relative residual (default {d.cg_tol})")
     t.add_argument("--msl-iterations", type=_nonneg_int, metavar="N",
                    help="MAML++: anneal the multi-step loss over N iterations (default 0: no multi-step loss)")
     t.add_argument("--first-order-iterations", type=_nonneg_int, metavar="N",
@@ -203,7 +205,7 @@ def cmd_train(args):
         ("method", args.method), ("dtype", args.dtype), ("device", args.device),
         ("checkpoint_every", args.checkpoint_every), ("log_every", args.log_every),
         ("val_every", args.val_every), ("test_steps", args.test_steps), ("algorithm", args.algorithm),
-        ("lam", args.lam), ("cg_steps", args.cg_steps), ("msl_iterations", args.msl_iterations),
+        ("lam", args.lam), ("cg_steps", args.cg_steps), ("cg_tol", args.cg_tol), ("msl_iterations", args.msl_iterations),
         ("first_order_iterations", args.first_order_iterations), ("cosine", args.cosine),
         ("max_seconds", args.max_seconds)) if value is not None}
     if args.k is not None and args.shots is not None:
@@ -319,7 +321,7 @@ def cmd_eval(args):
     print(f"protocol: {spec.describe(protocol, alpha)}; fine-tuning: gradient descent on the support loss, "
           + (f"alpha={alpha:g}" if not isinstance(rule, algorithms.Adaptation) or rule.sizes == [alpha]
              and not rule.lam else f"{config.algorithm}'s own rule: {rule!r}")
-          + ("" if spec.classification else f"; diverged: query MSE non-finite or > 10x both its value before "
+          + ("" if spec.classification else "; diverged: query MSE non-finite or > 10x both its value before "
              "fine-tuning and the MSE of predicting 0")
           + ("; with --backtrack: steps that raise a task's support loss are rejected and its alpha halved"
              if args.backtrack else "")

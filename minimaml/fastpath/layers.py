@@ -20,7 +20,7 @@ Dense inputs are *augmented* with a constant column, â = [a 1], so that the bia
 as R{a} alone, and the bias row is left out wherever it would be multiplied by that 0 (so that an
 infinite weight gives inf, not NaN, exactly as the CUDA kernel computes it).
 """
-from .weights import Full, LowRank
+from .weights import LowRank
 
 
 class Cache:

@@ -65,14 +65,13 @@ def value_and_grad(name, net, params, batch, config, loss, iteration):
         return value, np.concatenate([g, g_sizes.ravel()])
     if name == "reptile":
         from .reptile import reptile_direction
-        direction = reptile_direction(net, theta, args[0], args[1], config.inner_lr, config.steps, loss=loss)
-        value, _ = meta_value_and_grad(net, theta, *args, config.inner_lr, config.steps, method="first_order",
-                                       loss=loss)
+        direction, value = reptile_direction(net, theta, args[0], args[1], config.inner_lr, config.steps,
+                                             loss=loss, xq=args[2], yq=args[3])
         return value, direction
     if name == "imaml":
         from .imaml import imaml_value_and_grad
         return imaml_value_and_grad(net, theta, *args, config.inner_lr, config.steps, config.lam,
-                                    solver="cg", cg_steps=config.cg_steps, loss=loss)
+                                    solver="cg", cg_steps=config.cg_steps, cg_tol=config.cg_tol, loss=loss)
     raise ValueError(f"unknown algorithm {name!r}; choose one of {NAMES}")
 
 

@@ -61,6 +61,27 @@ def check_steps(steps):
         raise ValueError(f"steps must be >= 0, got steps={steps}")
 
 
+def check_lam(lam):
+    """iMAML's λ, the pull of the inner problem towards θ: a finite number > 0."""
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
+        raise TypeError(f"lam (λ) must be a real number, got {lam!r} of type {type(lam).__name__}")
+    if not (math.isfinite(lam) and lam > 0):
+        raise ValueError(f"lam (λ) must be a finite number > 0 (the pull towards θ), got lam={lam!r}")
+    return float(lam)
+
+
+def check_cg_steps(cg_steps):
+    if isinstance(cg_steps, bool) or not isinstance(cg_steps, numbers.Integral) or cg_steps < 1:
+        raise ValueError(f"cg_steps must be an integer >= 1, got {cg_steps!r}")
+    return int(cg_steps)
+
+
+def check_cg_tol(cg_tol):
+    if isinstance(cg_tol, bool) or not isinstance(cg_tol, numbers.Real) or not 0 < cg_tol < 1:
+        raise ValueError(f"cg_tol (a relative residual) must be a number in (0, 1), got {cg_tol!r}")
+    return float(cg_tol)
+
+
 def check_learned_sizes(name, sizes, shape):
     """Learned step sizes (Meta-SGD's α, MAML++'s per-step sizes): a finite float array of ``shape``.
     They may be negative or zero: what is learned is not constrained."""

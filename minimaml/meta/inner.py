@@ -108,11 +108,13 @@ class EngineTaskLosses:
         return np.broadcast_to(X, tuple(lead) + X.shape[-1:]).astype(dtype)
 
 
-def task_losses_for(net, loss, ws=None, rank=0, fast=True):
-    """The fast route's ``TaskLosses`` when it covers (net, loss) and ``fast``, else the engine's."""
+def task_losses_for(net, loss, ws=None, rank=0, fast=True, like=None):
+    """The fast route's ``TaskLosses`` when it covers (net, loss) and ``fast``, else the engine's.
+    ``ws``: its workspace (default: fresh arrays of the array module of ``like``, e.g. θ)."""
     from ..fastpath import arena, network
     if fast and network.supports(net, loss)[0]:
-        return network.TaskLosses(net, loss, ws or arena.Fresh(np), rank)
+        xp = array_module(raw(like)) if like is not None else np
+        return network.TaskLosses(net, loss, ws or arena.Fresh(xp), rank)
     return EngineTaskLosses(net, loss)
 
 

@@ -96,7 +96,7 @@ def adapt(net, theta, xs, ys, inner_lr, steps, loss=mse):
     dtype = raw(theta).dtype
     if isinstance(theta, Tensor):
         return _trajectory(net, theta, xs, ys, step_sizes(inner_lr, steps), loss)[-1]
-    tl = task_losses_for(net, loss, rank=xs.shape[1] * steps)
+    tl = task_losses_for(net, loss, rank=xs.shape[1] * steps, like=theta)
     params, _ = inner_loop(tl, theta, xs, ys, step_sizes(inner_lr, steps))
     return tl.flat(params, (xs.shape[0],), dtype)
 
@@ -139,13 +139,12 @@ def inner_matrices(net, theta, xs, ys, inner_lr, steps, loss=mse, max_bytes=None
                      for t in range(len(xs))])
 
 
-def _check_hessian_memory(num_params, dtype, num_matrices, max_bytes, who):
+def _check_hessian_memory(num_params, dtype, num_matrices, max_bytes, who,
+                          hint="method='hvp' gives the same meta-gradient with Hessian-vector products, in O(P) memory"):
     """The (P, P) matrices a route keeps, plus the engine's workspace for one Hessian."""
     itemsize = np.dtype(dtype).itemsize
     need = num_matrices * num_params**2 * itemsize + jacobian_bytes(num_params, num_params, dtype)
-    check_memory(need, f"{who}: {num_matrices} exact ({num_params}, {num_params}) Hessian"
-                 f"{'s' if num_matrices != 1 else ''}", max_bytes,
-                 "method='hvp' gives the same meta-gradient with Hessian-vector products, in O(P) memory")
+    check_memory(need, f"{who}: {num_matrices} (P, P) matrices, P = {num_params}", max_bytes, hint)
 
 
 def _task_inner_matrices(net, trajectory, xs, ys, sizes, t, loss, max_bytes=None):

@@ -71,7 +71,7 @@ def mamlpp_value_and_grad(net, theta, sizes, xs, ys, xq, yq, loss=mse, weights=N
     xs, ys, xq, yq = checks.as_data(theta, loss, xs, ys, xq, yq)
     dtype = raw(theta).dtype
     per_step = [sizes_value[k].astype(dtype)[index] for k in range(steps)]     # s_k as (P,) vectors
-    tl = task_losses_for(net, loss, rank=0)
+    tl = task_losses_for(net, loss, rank=0, like=theta)
     params, caches, grads = inner_loop(tl, theta, xs, ys, per_step, keep_grads=True)
     # The query loss at every θ_k with a weight: recompute the trajectory's points (cheap next to the walk back).
     value, add, point = 0.0, {}, tl.start(theta)

@@ -31,7 +31,7 @@ import math
 import numbers
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,6 +77,8 @@ class TrainingDiverged(RuntimeError):
 # first logged meta-loss the meta-loss may climb, before the run is stopped.
 ADAPTATION_LIMIT = 100.0
 GROWTH_LIMIT = 100.0
+# The largest fraction of a log period's meta-batches an algorithm may refuse before the run stops.
+SKIP_LIMIT = 0.1
 
 
 class ConfigError(ValueError):
@@ -117,8 +119,9 @@ class TrainConfig:
     seed: int = 0                   # θ's init and the task stream
     model: str = "maml"             # "maml" or the "pretrained" baseline
     algorithm: str = "maml"         # the MAML family: see minimaml/meta/algorithms.py
-    lam: float = 1.0                # iMAML: λ, the proximal term's strength
-    cg_steps: int = 10              # iMAML: conjugate-gradient iterations
+    lam: float = 20.0               # iMAML: λ, the proximal term's strength (I + H/λ must stay positive definite)
+    cg_steps: int = 20              # iMAML: conjugate-gradient iterations
+    cg_tol: float = 1e-3            # iMAML: the relative residual CG must reach (an approximate solve, as in the paper)
     msl_iterations: int = 0         # MAML++: iterations over which the multi-step loss anneals (0: no multi-step loss)
     first_order_iterations: int = 0  # MAML++: first order for this many iterations, then second order
     cosine: bool = False            # cosine annealing of the meta step size (MAML++), to 0 at `iterations`
@@ -163,8 +166,9 @@ class TrainConfig:
         need(self.algorithm in ALGORITHMS, f"unknown algorithm {self.algorithm!r}; choose one of {ALGORITHMS}")
         need(isinstance(self.lam, numbers.Real) and not isinstance(self.lam, bool) and math.isfinite(self.lam)
              and self.lam > 0, f"lam (λ) must be a finite number > 0, got {self.lam!r}")
-        for name in ("cg_steps",):
-            need(is_int(getattr(self, name), 1), f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        need(is_int(self.cg_steps, 1), f"cg_steps must be an int >= 1, got {self.cg_steps!r}")
+        need(isinstance(self.cg_tol, numbers.Real) and not isinstance(self.cg_tol, bool) and 0 < self.cg_tol < 1,
+             f"cg_tol must be a number in (0, 1), got {self.cg_tol!r}")
         for name in ("msl_iterations", "first_order_iterations"):
             need(is_int(getattr(self, name), 0), f"{name} must be an int >= 0, got {getattr(self, name)!r}")
         need(isinstance(self.cosine, bool), f"cosine must be True or False, got {self.cosine!r}")
@@ -374,11 +378,20 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
     bar = _progress_bar(progress, total=config.iterations, initial=start,
                         desc="pretrain" if pretrained else "meta-train")
     pending = []  # meta-losses since the last log line; read back once per period (a GPU sync)
+    skipped = []  # why the meta-batches the algorithm refused since the last log line were refused
     last_good = None
     reference = history[0][1] if history else np.inf   # the run's starting meta-loss (set below)
 
     def flush(iteration):
-        nonlocal pending, last_good
+        nonlocal pending, last_good, skipped
+        if skipped:
+            period = len(skipped) + len(pending)
+            what = (f"{len(skipped)} of the {period} meta-batches up to iteration {iteration} were skipped "
+                    f"by {config.algorithm}; the last because {skipped[-1]}")
+            if len(skipped) > SKIP_LIMIT * period:
+                stop(what)
+            bar.write(f"warning: {what}")
+            skipped = []
         losses = np.array([float(l) for l in pending])
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
@@ -422,20 +435,28 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
             xs, ys, xq, yq = (xp.asarray(a, dtype=dtype if a.dtype.kind == "f" else None) for a in batch)
             if pretrained:                                                 # regress on all points
                 xq, yq = xp.concatenate([xs, xq], axis=1), xp.concatenate([ys, yq], axis=1)
+            done = it + 1
             if config.algorithm == "maml":
                 loss, g = meta_grad(net, theta, xs, ys, xq, yq, config.inner_lr, steps)  # adapt + query
             else:
-                loss, g = step(theta, (xs, ys, xq, yq), it)
-            done = it + 1
-            if it == 0:
-                reference = float(loss)
-            if steps and (it == start or done % config.checkpoint_every == 0):
-                check_adaptation(float(loss), float(meta_grad(net, theta[:P], xs, ys, xq, yq, config.inner_lr, 0)[0]),
-                                 done, warn=it != start)
-            if config.cosine:
-                optimizer.lr = cosine_lr(it, config.iterations, config.meta_lr)
-            theta = optimizer.step(theta, g)                               # θ ← θ − β Adam(g)
-            pending.append(loss)
+                try:
+                    loss, g = step(theta, (xs, ys, xq, yq), it)
+                except ValueError as e:
+                    # A meta-batch the algorithm refuses (iMAML: I + H/λ not positive definite, or its
+                    # inner steps diverging) is skipped, never used; flush reports it, and stops the
+                    # run if it keeps happening.
+                    skipped.append(str(e))
+                    loss = None
+            if loss is not None:
+                if it == 0:
+                    reference = float(loss)
+                if steps and (it == start or done % config.checkpoint_every == 0):
+                    before = meta_grad(net, theta[:P], xs, ys, xq, yq, config.inner_lr, 0)[0]
+                    check_adaptation(float(loss), float(before), done, warn=it != start)
+                if config.cosine:
+                    optimizer.lr = cosine_lr(it, config.iterations, config.meta_lr)
+                theta = optimizer.step(theta, g)                           # θ ← θ − β Adam(g)
+                pending.append(loss)
             out_of_time = config.max_seconds and time.process_time() - cpu0 > config.max_seconds
             last = done == config.iterations or out_of_time
             if validate is not None and (done % config.val_every == 0 or last):

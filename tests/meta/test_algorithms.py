@@ -12,10 +12,11 @@ from minimaml.run.problems import Protocol
 from minimaml.run.train import ConfigError, TrainConfig, train
 
 SMALL = dict(sizes=[1, 16, 16, 1], log_every=50, checkpoint_every=50)
-EXTRA = dict(mamlpp=dict(steps=2, msl_iterations=60, first_order_iterations=20))
+EXTRA = dict(mamlpp=dict(steps=2, msl_iterations=60, first_order_iterations=20),
+             imaml=dict(lam=100.0, inner_lr=0.002, steps=3))
 
 
-@pytest.mark.parametrize("name", ["maml", "fomaml", "anil", "metasgd", "mamlpp"])
+@pytest.mark.parametrize("name", ["maml", "fomaml", "anil", "metasgd", "mamlpp", "reptile", "imaml"])
 def test_every_algorithm_trains_and_resumes_exactly(name, tmp_path):
     config = dict(algorithm=name, **SMALL, **EXTRA.get(name, {}))
     full = train(TrainConfig(iterations=150, **config), checkpoint=tmp_path / "a.npz", progress=False)
@@ -77,3 +78,27 @@ def test_a_wall_clock_budget_stops_and_saves(tmp_path):
 def test_bad_algorithm_settings_are_clear_errors(bad, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**bad)
+
+
+def test_refused_meta_batches_are_skipped_reported_and_stop_the_run_when_frequent(monkeypatch, capsys):
+    import minimaml.run.train as train_mod
+    real = train_mod._algorithm_step
+
+    def refusing(every):
+        def make(config, net, loss):
+            step = real(config, net, loss)
+
+            def maybe(params, batch, iteration):
+                if iteration % every == 0:
+                    raise ValueError("I + H/λ is not positive definite (a stand-in)")
+                return step(params, batch, iteration)
+            return maybe
+        return make
+
+    monkeypatch.setattr(train_mod, "_algorithm_step", refusing(25))          # 4 % of the batches
+    result = train(TrainConfig(iterations=100, algorithm="fomaml", **SMALL), progress=False)
+    assert result.iteration == 100
+    assert "2 of the 50 meta-batches up to iteration 50 were skipped by fomaml" in capsys.readouterr().out
+    monkeypatch.setattr(train_mod, "_algorithm_step", refusing(5))           # 20 %: the run stops
+    with pytest.raises(Exception, match=r"10 of the 50 meta-batches .* skipped .*not positive definite"):
+        train(TrainConfig(iterations=100, algorithm="fomaml", **SMALL), progress=False)

@@ -111,12 +111,12 @@ def test_hessian_routes_refuse_what_does_not_fit_before_allocating():
     net = mm.MLP([1, 40, 40, 1])
     b = mm.Sinusoid().sample(2, 5, 5, rng=0)
     theta = net.init(seed=0)
-    with pytest.raises(MemoryError, match=r"inner_matrices: 4 exact \(1761, 1761\) Hessians would need about "
+    with pytest.raises(MemoryError, match=r"inner_matrices: 4 \(P, P\) matrices, P = 1761 would need about "
                                           r"0.1.* GB, more than the budget max_bytes.*method='hvp'"):
         inner_matrices(net, theta, b.xs, b.ys, 0.01, 2, max_bytes=10_000_000)
     with pytest.raises(MemoryError, match=r"method='hessian'.*method='hvp'"):
         mm.meta_value_and_grad(net, theta, b.xs, b.ys, b.xq, b.yq, 0.01, 1, method="hessian", max_bytes=1e6)
     omniglot = mm.MLP([784, 256, 128, 64, 64, 5], norm="batch")
-    with pytest.raises(MemoryError, match=r"\(247621, 247621\).*more than the memory available"):
+    with pytest.raises(MemoryError, match=r"P = 247621.*more than the memory available"):
         inner_matrices(omniglot, omniglot.init(), np.zeros((1, 5, 784)), np.zeros((1, 5), int), 0.4, 1,
                        loss=mm.softmax_cross_entropy)
