@@ -319,8 +319,8 @@ def cmd_eval(args):
           f"{config.task}, iteration {ckpt['iteration']}, trained with alpha={config.inner_lr:g}, {config.steps} "
           f"step(s), K={config.k_support})")
     print(f"protocol: {spec.describe(protocol, alpha)}; fine-tuning: gradient descent on the support loss, "
-          + (f"alpha={alpha:g}" if not isinstance(rule, algorithms.Adaptation) or rule.sizes == [alpha]
-             and not rule.lam else f"{config.algorithm}'s own rule: {rule!r}")
+          + (f"alpha={alpha:g}" if not isinstance(rule, algorithms.Adaptation) or rule.is_plain(alpha)
+             else f"{config.algorithm}'s own rule: {rule!r}")
           + ("" if spec.classification else "; diverged: query MSE non-finite or > 10x both its value before "
              "fine-tuning and the MSE of predicting 0")
           + ("; with --backtrack: steps that raise a task's support loss are rejected and its alpha halved"

@@ -3,9 +3,9 @@
 Each ``check_exercise_N(answer...)`` raises AssertionError, naming what is wrong and the numbers
 involved, unless the answer is right; it prints one line when it passes. The reference it
 compares against is always an *independent* route in minimaml (finite differences, the engine's
-autodiff through the inner loop, ``method="first_order"``, the exact Hessian), never a copy of
-the solution. The checks see only the numbers an answer returns, not how it computed them.
-``attempt`` runs a check but turns the stub's NotImplementedError into
+autodiff through the inner loop, ``method="first_order"``, the exact Hessian, the fast route's
+``reptile_direction``), never a copy of the solution. The checks see only the numbers an answer
+returns, not how it computed them. ``attempt`` runs a check but turns the stub's NotImplementedError into
 "not done yet", so the exercises notebook runs top to bottom before it is solved.
 """
 import numpy as np
@@ -126,3 +126,38 @@ def check_exercise_4(hvp_finite_difference, hvp_forward_over_reverse):
     fr_err = _close_in_norm("forward-over-reverse H v", hvp_forward_over_reverse(f, theta, v), Hv, rtol=1e-12)
     print(f"exercise 4 passed: both Hessian-vector products equal H @ v (relative errors {fd_err:.1e} and "
           f"{fr_err:.1e})")
+
+
+# ------------------------------------------------------------------------- exercise 5: Reptile by hand
+def check_exercise_5(reptile_direction_by_hand, inner_lr=0.02, steps=3):
+    """Your Reptile direction d = θ − 1/T Σ_t θ_S,t against ``minimaml.reptile_direction`` (the fast route's
+    hand-derived gradients, summed step by step), on a small sinusoid net, 3 tasks, 3 inner steps."""
+    net, theta, xs, ys, _, _ = sinusoid_tasks(seed=5)
+    yours = np.asarray(reptile_direction_by_hand(net, theta, xs, ys, inner_lr, steps), dtype=float)
+    ref = mm.reptile_direction(net, theta, xs, ys, inner_lr, steps)
+    assert yours.shape == ref.shape, f"Reptile direction: expected shape {ref.shape}, got {yours.shape}"
+    assert not np.allclose(yours, -ref, rtol=1e-6), (
+        "your direction has the wrong sign: Reptile's d = θ − mean θ_S points *away* from the adapted parameters, "
+        "so that the outer update θ ← θ − ε d moves θ toward them")
+    # θ − mean θ_S subtracts nearly equal numbers: about |θ|/|d| · 1e-16 of relative rounding, far below 1e-9.
+    err = _close_in_norm("Reptile direction", yours, ref, rtol=1e-9)
+    print(f"exercise 5 passed: your Reptile direction matches minimaml.reptile_direction (relative error {err:.1e})")
+
+
+# ------------------------------------------------------------------------- exercise 6: Meta-SGD's α-gradient
+def check_exercise_6(metasgd_alpha_grad):
+    """Your ∂L/∂α of Meta-SGD for one task and one inner step against the engine's autodiff through the inner
+    step with respect to α (``minimaml.metasgd_value_and_grad(..., method="autodiff")``)."""
+    net, theta, xs, ys, xq, yq = sinusoid_tasks(seed=6, num_tasks=1)
+    alpha = np.random.default_rng(6).uniform(-0.02, 0.05, net.num_params)   # learned α's have either sign
+    yours = np.asarray(metasgd_alpha_grad(net, theta, alpha, xs[0], ys[0], xq[0], yq[0]), dtype=float)
+    _, (_, ref) = mm.metasgd_value_and_grad(net, theta, alpha, xs, ys, xq, yq, 1, method="autodiff")
+    assert yours.shape == ref.shape, f"∂L/∂α: expected shape {ref.shape}, got {yours.shape}"
+    assert not np.allclose(yours, -ref, rtol=1e-6), (
+        "your ∂L/∂α has the wrong sign: θ' = θ − α ⊙ ∇L_support(θ) *decreases* as α grows where ∇L_support > 0")
+    support_grad = mm.grad(lambda th: mse(net(th, xs[0]), ys[0]))(theta)
+    at_theta = -support_grad * mm.grad(lambda th: mse(net(th, xq[0]), yq[0]))(theta)
+    assert not np.allclose(yours, at_theta, rtol=1e-9, atol=1e-12), (
+        "you took the query gradient at θ: the query loss is measured at the adapted θ' = θ − α ⊙ ∇L_support(θ)")
+    _close("∂L/∂α", yours, ref, rtol=1e-9, atol=1e-12)
+    print("exercise 6 passed: −∇L_support(θ) ⊙ ∇L_query(θ') is Meta-SGD's α-gradient for one step")

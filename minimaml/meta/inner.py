@@ -134,6 +134,10 @@ class Adaptation:
     def size(self, k):
         return self.sizes[min(k, len(self.sizes) - 1)]
 
+    def is_plain(self, alpha):
+        """Whether this is plain gradient descent with step α (MAML's rule)."""
+        return len(self.sizes) == 1 and np.ndim(self.sizes[0]) == 0 and self.sizes[0] == alpha and not self.lam
+
     @property
     def dense(self):
         """Whether the rule needs per-task vectors held densely (a vector size, or the proximal term)."""

@@ -83,7 +83,7 @@ def _step_label(inner_lr):
     """How a figure names the adaptation rule: α = 0.01, or the rule."""
     from ..meta.inner import Adaptation
     if isinstance(inner_lr, Adaptation):
-        if len(inner_lr.sizes) == 1 and np.ndim(inner_lr.sizes[0]) == 0 and not inner_lr.lam:
+        if inner_lr.is_plain(inner_lr.sizes[0]):
             return f"α = {inner_lr.sizes[0]:g}"
         return "learned steps" if not inner_lr.lam else f"proximal steps, λ = {inner_lr.lam:g}"
     return f"α = {inner_lr:g}"

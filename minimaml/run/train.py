@@ -384,6 +384,11 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
 
     def flush(iteration):
         nonlocal pending, last_good, skipped
+        losses = np.array([float(l) for l in pending])
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:             # first: a non-finite loss is the cause, whatever was skipped after it
+            at = iteration - len(losses) + int(bad[0]) + 1
+            stop(f"meta-loss became {losses[bad[0]]} at iteration {at} (last finite meta-loss: {last_good})")
         if skipped:
             period = len(skipped) + len(pending)
             what = (f"{len(skipped)} of the {period} meta-batches up to iteration {iteration} were skipped "
@@ -392,11 +397,6 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                 stop(what)
             bar.write(f"warning: {what}")
             skipped = []
-        losses = np.array([float(l) for l in pending])
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size:
-            at = iteration - len(losses) + int(bad[0]) + 1
-            stop(f"meta-loss became {losses[bad[0]]} at iteration {at} (last finite meta-loss: {last_good})")
         if len(losses) and losses.mean() > GROWTH_LIMIT * reference:
             stop(f"the meta-loss {losses.mean():.3g} (iterations {iteration - len(losses) + 1}-{iteration}) is "
                  f"more than {GROWTH_LIMIT:g}x the run's starting meta-loss {reference:.3g}")
@@ -447,6 +447,11 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                     # run if it keeps happening.
                     skipped.append(str(e))
                     loss = None
+                if loss is not None and not np.isfinite(loss):     # never applied: flush stops the run
+                    pending.append(loss)
+                    flush(done)
+                if loss is not None and not np.isfinite(g).all():
+                    stop(f"the meta-gradient became non-finite at iteration {done} (meta-loss {loss:.4g})")
             if loss is not None:
                 if it == 0:
                     reference = float(loss)
