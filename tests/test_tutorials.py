@@ -130,3 +130,19 @@ def test_exercise_checks_reject_wrong_answers():
         return mm.grad(f)(x + eps * v) - mm.grad(f)(x)
     with pytest.raises(AssertionError, match="finite-difference"):
         checks.check_exercise_4(one_sided, lambda f, x, v: mm.hvp(f, x, v))
+
+    def reptile_flipped(net, theta, xs, ys, inner_lr, steps):  # θ_S − θ instead of θ − θ_S
+        return -mm.reptile_direction(net, theta, xs, ys, inner_lr, steps)
+    with pytest.raises(AssertionError, match="wrong sign"):
+        checks.check_exercise_5(reptile_flipped)
+
+    def one_step_only(net, theta, xs, ys, inner_lr, steps):  # stops after the first inner step
+        return mm.reptile_direction(net, theta, xs, ys, inner_lr, 1)
+    with pytest.raises(AssertionError, match="Reptile direction"):
+        checks.check_exercise_5(one_step_only)
+
+    def query_grad_at_theta(net, theta, alpha, xs, ys, xq, yq):  # forgets that the query loss is at θ'
+        return (-mm.grad(lambda th: mm.mse(net(th, xs), ys))(theta)
+                * mm.grad(lambda th: mm.mse(net(th, xq), yq))(theta))
+    with pytest.raises(AssertionError, match="query gradient at θ"):
+        checks.check_exercise_6(query_grad_at_theta)
