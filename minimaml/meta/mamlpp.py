@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from ..autodiff.tensor import raw
+from ..autodiff.tensor import array_module, raw
+from ..fastpath import arena, network
 from ..nn import MLP, mse
 from . import checks
 from .inner import inner_loop, task_losses_for, walk_back
@@ -71,7 +72,10 @@ def mamlpp_value_and_grad(net, theta, sizes, xs, ys, xq, yq, loss=mse, weights=N
     xs, ys, xq, yq = checks.as_data(theta, loss, xs, ys, xq, yq)
     dtype = raw(theta).dtype
     per_step = [sizes_value[k].astype(dtype)[index] for k in range(steps)]     # s_k as (P,) vectors
-    tl = task_losses_for(net, loss, rank=0, like=theta)
+    fast = network.supports(net, loss)[0]
+    ws = arena.arena(("mamlpp", id(net), loss, dtype, xs.shape, ys.shape, xq.shape, yq.shape,
+                      tuple(weights != 0), bool(first_order)), array_module(raw(theta))) if fast else None
+    tl = task_losses_for(net, loss, ws, rank=0, like=theta)
     params, caches, grads = inner_loop(tl, theta, xs, ys, per_step, keep_grads=True)
     # The query loss at every θ_k with a weight: recompute the trajectory's points (cheap next to the walk back).
     value, add, point = 0.0, {}, tl.start(theta)
