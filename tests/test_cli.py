@@ -140,14 +140,20 @@ OMNIGLOT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" 
 
 
 @pytest.fixture(scope="module")
-def omniglot_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("omniglot")
+def omniglot_cache(tmp_path_factory):
+    # One decoded copy of the zips for the module's Omniglot runs.
     mp = pytest.MonkeyPatch()
     mp.setenv("MINIMAML_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def omniglot_run(tmp_path_factory, omniglot_cache):
+    out = tmp_path_factory.mktemp("omniglot")
     assert main(["train", "--task", "omniglot", "--ways", "3", "--shots", "1", "--data", str(OMNIGLOT),
                  "--iterations", "20", "--val-every", "10", "--log-every", "10", "--out", str(out), "--quiet"]) == 0
-    yield out
-    mp.undo()
+    return out
 
 
 def test_omniglot_train_writes_checkpoint_curve_and_figure(omniglot_run):
@@ -213,3 +219,23 @@ def test_plot_refuses_an_output_that_is_not_a_png(run_dir, tmp_path, capsys):
     for out in (tmp_path, tmp_path / "fig", tmp_path / "fig.xyz"):
         assert main(["plot", str(run_dir), "--out", str(out)]) == 1
         assert "--out must name a .png file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task, algorithm, extra", [
+    ("sinusoid", "metasgd", []),
+    ("sinusoid", "imaml", ["--lam", "100", "--inner-lr", "0.002", "--steps", "2"]),
+    ("omniglot", "metasgd", []),
+    ("omniglot", "mamlpp", ["--steps", "2"]),
+])
+def test_family_train_eval_plot_through_the_command_line(task, algorithm, extra, tmp_path, capsys, omniglot_cache):
+    # Learned or proximal rules reach every figure and table that names the adaptation rule.
+    out = tmp_path / "run"
+    data = ["--data", str(OMNIGLOT), "--ways", "3", "--val-every", "10"] if task == "omniglot" else ["--no-baseline"]
+    assert main(["train", "--task", task, "--algorithm", algorithm, *extra, *data, "--iterations", "10",
+                 "--log-every", "5", "--out", str(out), "--quiet"]) == 0
+    assert read_checkpoint(out / "checkpoint.npz")["config"]["algorithm"] == algorithm
+    assert (out / "figure.png").read_bytes()[:8] == PNG_MAGIC
+    assert main(["eval", str(out), "--tasks", "4", "--steps", "0,1"]) == 0
+    assert main(["plot", str(out), "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG_MAGIC
+    assert "Traceback" not in capsys.readouterr().err

@@ -356,12 +356,13 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
     steps = 0 if pretrained else config.steps
     validate = _validation(config, spec, family, net) if config.val_every and not pretrained else None
 
-    def stop(what):
+    def stop(what, hint=True):
         bar.close()
         kept = (f"the last good checkpoint {checkpoint!r} (iteration {last_saved}) is kept"
                 if checkpoint is not None and last_saved is not None else "no checkpoint was written")
-        raise TrainingDiverged(f"{what}; {kept}. Try a smaller --meta-lr (now {config.meta_lr}) or "
-                               f"--inner-lr (now {config.inner_lr}).")
+        hint = (f" Try a smaller --meta-lr (now {config.meta_lr}) or --inner-lr (now {config.inner_lr})."
+                if hint else "")
+        raise TrainingDiverged(f"{what}; {kept}.{hint}")
 
     def save(iteration):
         # A finite loss can still be followed by an update that overflows θ or Adam's moments:
@@ -394,7 +395,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
             what = (f"{len(skipped)} of the {period} meta-batches up to iteration {iteration} were skipped "
                     f"by {config.algorithm}; the last because {skipped[-1]}")
             if len(skipped) > SKIP_LIMIT * period:
-                stop(what)
+                stop(what, hint=False)          # the refusal says what to change
             bar.write(f"warning: {what}")
             skipped = []
         if len(losses) and losses.mean() > GROWTH_LIMIT * reference:
