@@ -18,5 +18,10 @@ from .meta.maml import adapt, inner_matrices, meta_value_and_grad  # noqa: F401,
 from .meta.metasgd import metasgd_value_and_grad  # noqa: F401,E402
 from .meta.reptile import reptile_direction  # noqa: F401,E402
 from .meta.imaml import imaml_value_and_grad  # noqa: F401,E402
+from .meta.meta_lstm import meta_lstm_adapt, meta_lstm_init, meta_lstm_split, meta_lstm_value_and_grad  # noqa: F401,E402
+from .nn.linearize import linearize  # noqa: F401,E402
+from .meta.ntk import meta_ntk  # noqa: F401,E402
+from .meta.ftml import FTML, TaskBuffer  # noqa: F401,E402
 from .optim import SGD, Adam  # noqa: F401,E402
 from .run.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401,E402
+from .rl import GaussianMLPPolicy, NavConfig, Navigation, train_navigation  # noqa: F401,E402

@@ -63,13 +63,14 @@ def _steps_list(text):
 
 def build_parser():
     from .run.problems import PROBLEMS
+    from .rl import train as rl_train
     from .run.train import ALGORITHMS, DEVICES, DTYPES, METHODS, TrainConfig
 
     d = TrainConfig()
     parser = argparse.ArgumentParser(prog="minimaml", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"minimaml {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,eval,plot}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,eval,plot,online}")
 
     t = sub.add_parser("train", help="meta-train MAML on sinusoids (and the pretrained baseline) or Omniglot",
                        description="Meta-train MAML on sinusoid regression (Finn et al. 2017, §5.1; the "
@@ -78,7 +79,7 @@ def build_parser():
                        "baseline), for Omniglot DIR/curve.png (the learning curve). Options left out take "
                        "the paper's values (shown for sinusoids).")
     # Defaults are None so that --resume can tell which options were given explicitly.
-    t.add_argument("--task", choices=sorted(PROBLEMS), help="the problem (default sinusoid)")
+    t.add_argument("--task", choices=sorted(PROBLEMS) + ["navigation"], help="the problem (default sinusoid)")
     t.add_argument("--ways", type=_int_at_least(2), metavar="N", help="classes per task (Omniglot; default 5)")
     t.add_argument("--shots", type=_positive_int, metavar="K",
                    help="support examples per class (Omniglot; default 1); query examples per class: the same")
@@ -123,6 +124,7 @@ def build_parser():
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
     t.add_argument("--no-baseline", action="store_true", help="skip training the pretrained baseline")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    rl_train.add_train_arguments(t)
 
     e = sub.add_parser("eval", help="few-shot test metric of a checkpoint (sinusoids: next to the pretrained baseline)",
                        description="Fine-tune on the support sets of fixed, seeded test tasks and report the "
@@ -152,6 +154,7 @@ def build_parser():
     e.add_argument("--no-baseline", action="store_true", help="evaluate the checkpoint only")
     e.add_argument("--sharpness", type=_nonneg_int, default=0, metavar="N",
                    help="also compute λ_max of the support-loss Hessian for the first N test tasks")
+    rl_train.add_eval_arguments(e)
     e.add_argument("--json", metavar="FILE",
                    help='also write the table as a JSON list of rows {"model", "steps", "mean", "ci95", '
                         '"median", "diverged", "tasks"}')
@@ -167,6 +170,9 @@ def build_parser():
     p.add_argument("--seed", type=_nonneg_int, default=4, help="which test task to draw (default 4)")
     p.add_argument("--inner-lr", type=_positive_float, help="α (default: the checkpoint's inner_lr)")
     p.add_argument("--data", metavar="DIR", help="Omniglot's data folder (default: the run's, or $MINIMAML_DATA)")
+
+    from .run.online import add_online_parser
+    add_online_parser(sub)
     return parser
 
 
@@ -177,9 +183,10 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot}[args.command](args)
+        from .run.online import cmd_online
+        return {"train": cmd_train, "eval": cmd_eval, "plot": cmd_plot, "online": cmd_online}[args.command](args)
     except KeyboardInterrupt:
-        print("\nminimaml: interrupted; `minimaml train --resume` continues from the last checkpoint",
+        print(f"\nminimaml: interrupted; `minimaml {args.command} --resume` continues from the last checkpoint",
               file=sys.stderr)
         return 130
     except _Error as e:
@@ -193,6 +200,9 @@ def main(argv=None):
 
 # ---------------------------------------------------------------------------------------------
 def cmd_train(args):
+    if args.task == "navigation":
+        from .rl.train import cli_train
+        return cli_train(args)
     from .meta import algorithms
     from .run.checkpoint import read_checkpoint
     from .run.train import TrainConfig, pretrained_config, train
@@ -276,8 +286,13 @@ def _plot_task(spec, family, config, seed):
 
 def _resolve(path):
     """A run folder stands for the checkpoint.npz inside it."""
+    if not os.path.isdir(path):
+        return path
     inside = os.path.join(path, "checkpoint.npz")
-    return inside if os.path.isdir(path) and os.path.exists(inside) else path
+    if not os.path.exists(inside):
+        raise _Error(f"the run folder {path!r} holds no checkpoint.npz (did its training stop before the first "
+                     f"checkpoint?)")
+    return inside
 
 
 def _per_iteration(result):
@@ -304,6 +319,9 @@ def cmd_eval(args):
     from .run.evaluate import diverged_mask, evaluate, format_table, json_rows, load_or_train_pretrained, sharpness
 
     args.checkpoint = _resolve(args.checkpoint)
+    from .rl.train import cli_eval, is_navigation_checkpoint
+    if is_navigation_checkpoint(args.checkpoint):
+        return cli_eval(args)
     ckpt, config = _load_run(args.checkpoint, args.data)
     net, theta, spec = ckpt["net"], ckpt["theta"], config.problem
     family = spec.family(config)
@@ -367,6 +385,9 @@ def cmd_plot(args):
     from .run.plotting import classification_figure, figure2
 
     args.checkpoint = _resolve(args.checkpoint)
+    from .rl.train import cli_plot, is_navigation_checkpoint
+    if is_navigation_checkpoint(args.checkpoint):
+        return cli_plot(args)
     ckpt, config = _load_run(args.checkpoint, args.data)
     net, theta, spec = ckpt["net"], ckpt["theta"], config.problem
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "figure.png")

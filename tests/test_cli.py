@@ -215,6 +215,12 @@ def test_eval_retrains_a_cached_baseline_of_another_run(run_dir, tmp_path, capsy
     assert "it differs in ['seed']" in capsys.readouterr().out
 
 
+def test_a_run_folder_without_a_checkpoint_is_named(tmp_path, capsys):
+    for command in ("eval", "plot"):
+        assert main([command, str(tmp_path)]) == 1
+        assert "holds no checkpoint.npz" in capsys.readouterr().err
+
+
 def test_plot_refuses_an_output_that_is_not_a_png(run_dir, tmp_path, capsys):
     for out in (tmp_path, tmp_path / "fig", tmp_path / "fig.xyz"):
         assert main(["plot", str(run_dir), "--out", str(out)]) == 1
@@ -239,3 +245,32 @@ def test_family_train_eval_plot_through_the_command_line(task, algorithm, extra,
     assert main(["plot", str(out), "--out", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").read_bytes()[:8] == PNG_MAGIC
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_online_is_a_subcommand(tmp_path, capsys):
+    argv = ["online", "--tasks", "2", "--batch", "2", "--max-points", "4", "--query-points", "10", "--sizes", "1,8,1",
+            "--updates", "2", "--finetune-updates", "2", "--meta-batch", "2", "--k", "2", "--k-query", "2", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path)]) == 0
+    assert (tmp_path / "figure.png").read_bytes()[:8] == PNG_MAGIC and (tmp_path / "results.json").is_file()
+    assert main(argv + ["--out", str(tmp_path / "b"), "--max-points", "5"]) == 1     # not a multiple of b
+    err = capsys.readouterr().err
+    assert err.startswith("minimaml online: error:") and "multiple" in err and "Traceback" not in err
+
+
+def test_navigation_train_eval_plot_through_the_command_line(tmp_path, capsys):
+    # The full-size policy for two meta-iterations: the RL task behind the same three commands.
+    out = tmp_path / "nav"
+    assert main(["train", "--task", "navigation", "--iterations", "2", "--meta-batch", "2", "--trajectories", "4",
+                 "--out", str(out), "--quiet"]) == 0
+    assert (out / "checkpoint.npz").is_file() and (out / "pretrained.npz").is_file()
+    assert (out / "figure.png").read_bytes()[:8] == PNG_MAGIC
+    assert main(["eval", str(out), "--tasks", "2", "--steps", "0,1", "--trajectories", "4",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    rows = json.loads((tmp_path / "e.json").read_text())
+    assert {(r["model"], r["steps"]) for r in rows} == {(m, s) for m in ("MAML", "pretrained", "random init")
+                                                        for s in (0, 1)}
+    assert main(["plot", str(out), "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG_MAGIC
+    assert main(["train", "--task", "navigation", "--ways", "5", "--out", str(tmp_path / "x"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "does not use --ways" in err and "Traceback" not in err

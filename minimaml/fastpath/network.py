@@ -37,6 +37,9 @@ def supports(net, loss):
     if not isinstance(net, MLP):
         return False, (f"the fast route covers minimaml.MLP networks (dense, batch norm, relu/tanh), "
                        f"not {type(net).__name__}")
+    if net.param != "standard":
+        return False, (f"the fast route implements MLP's standard parameterisation; {net!r} has "
+                       f"param={net.param!r}")
     if loss not in HEADS:
         name = getattr(loss, "__name__", repr(loss))
         return False, f"the fast route covers the losses mse and softmax_cross_entropy, not {name}"

@@ -188,8 +188,10 @@ def check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps, first_order):
     (``minimaml.meta.checks``), plus what the kernel needs: an MLP without batch norm, with MSE.
     Returns T, the number of tasks."""
     from ..nn import MLP
-    if not isinstance(net, MLP) or net.norm is not None:
-        raise TypeError(f"the CUDA kernel runs a minimaml MLP without batch norm, got {net!r}; use method='hvp'")
+    if not isinstance(net, MLP) or net.norm is not None or net.param != "standard":
+        other = "autodiff" if isinstance(net, MLP) and net.param != "standard" else "hvp"
+        raise TypeError(f"the CUDA kernel runs a minimaml MLP without batch norm, in the standard "
+                        f"parameterisation, got {net!r}; use method={other!r}")
     checks.check_meta_args(net, theta, xs, ys, xq, yq, inner_lr, steps)
     for name, a in {"xs": xs, "ys": ys, "xq": xq, "yq": yq}.items():
         _check_float_array(name, a)

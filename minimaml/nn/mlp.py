@@ -14,6 +14,20 @@ Omniglot network (Finn et al. 2017, §5.2):
 (per feature): the support set in the inner loop, the query set for the query loss, at
 meta-training and at test alike. Never pooled across tasks, no running averages.
 
+With ``param="ntk"`` (the NTK parameterisation of Jacot, Gabriel & Hongler 2018) the weights are
+drawn N(0, 1) and scaled by 1/√fan_in in the forward pass instead of at initialisation:
+
+    z_l = h_l W_l / √fan_in + b_l,   W_l, b_l ~ N(0, 1)
+
+The function at initialisation is distributed as under a Gaussian init of variance 1/fan_in; what
+changes is the gradient: ∂z_l/∂W_l carries the factor 1/√fan_in, so the neural tangent kernel
+J Jᵀ (a sum over all P parameters) stays O(1) as the width grows, where under ``param="standard"``
+it grows with the width, and gradient descent with a fixed step approaches its infinite-width,
+linearised limit (``minimaml.linearize``, ``minimaml.meta_ntk``). The bias scale is 1 (Jacot et
+al. take 0.1): with 1-D inputs on [−5, 5] it keeps the first layer's ReLU kinks, at x = −b/w,
+spread as under the standard init. The fast route implements the standard parameterisation only;
+"ntk" networks go through the engine (``method="autodiff"``).
+
 All parameters live in one vector, layer after layer (C order inside each matrix):
 
     θ = concat(W_0.ravel(), b_0, [γ_0, β_0], W_1.ravel(), b_1, [γ_1, β_1], ...)   shape (P,)
@@ -34,6 +48,7 @@ from ..tasks.base import as_rng
 
 ACTIVATIONS = ("relu", "tanh")
 NORMS = (None, "batch")
+PARAMS = ("standard", "ntk")
 BN_EPS = 1e-3   # the MAML paper's code (tf.contrib.layers.batch_norm's default)
 
 # Where layer l lives in θ: W_l = θ[w:b].reshape(fan_in, fan_out), b_l = θ[b:gamma or end],
@@ -54,7 +69,7 @@ class MLP:
 
     batched = True   # net(θ (T, P), x (T, N, in)) runs T networks at once
 
-    def __init__(self, sizes, activation="relu", norm=None):
+    def __init__(self, sizes, activation="relu", norm=None, param="standard"):
         sizes = list(sizes) if isinstance(sizes, (list, tuple)) else sizes
         if (not isinstance(sizes, list) or len(sizes) < 2
                 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0
@@ -64,9 +79,12 @@ class MLP:
             raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
+        if param not in PARAMS:
+            raise ValueError(f"unknown param {param!r}; choose one of {PARAMS}")
         self.sizes = [int(n) for n in sizes]
         self.activation = activation
         self.norm = norm
+        self.param = param
         self._act = ops.relu if activation == "relu" else ops.tanh
         self.layers = []
         offset = 0
@@ -82,7 +100,8 @@ class MLP:
 
     def __repr__(self):
         norm = f", norm={self.norm!r}" if self.norm else ""
-        return f"MLP({self.sizes}, activation={self.activation!r}{norm})"
+        param = f", param={self.param!r}" if self.param != "standard" else ""
+        return f"MLP({self.sizes}, activation={self.activation!r}{norm}{param})"
 
     @property
     def num_layers(self):
@@ -95,13 +114,14 @@ class MLP:
 
     def describe(self):
         """The model as a JSON-able dict (what a checkpoint stores); ``from_description`` inverts it."""
-        return {"kind": "mlp", "sizes": list(self.sizes), "activation": self.activation, "norm": self.norm}
+        return {"kind": "mlp", "sizes": list(self.sizes), "activation": self.activation, "norm": self.norm,
+                "param": self.param}
 
     @classmethod
     def from_description(cls, d):
         if d.get("kind", "mlp") != "mlp":
             raise ValueError(f"not an MLP description: {d!r}")
-        return cls(d["sizes"], d.get("activation", "relu"), d.get("norm"))
+        return cls(d["sizes"], d.get("activation", "relu"), d.get("norm"), d.get("param", "standard"))
 
     # -- parameters ---------------------------------------------------------------------------
     def init(self, seed=0):
@@ -110,13 +130,18 @@ class MLP:
         Weights and biases are drawn U[−1/√fan_in, 1/√fan_in] (PyTorch's ``nn.Linear``
         default, used by most MAML re-implementations). Non-zero first-layer biases matter for
         1-D regression: with zero biases every first-layer ReLU would have its kink at x = 0.
-        Batch norm starts as the identity map: γ = 1, β = 0.
+        Batch norm starts as the identity map: γ = 1, β = 0. With ``param="ntk"`` weights and biases
+        are drawn N(0, 1) (the forward pass scales the weights by 1/√fan_in).
         """
         rng = as_rng(seed)  # checks the seed: an int >= 0, a Generator, or None
         theta = np.empty(self.num_params)
         for L in self.layers:
-            bound = 1.0 / np.sqrt(L.fan_in)
-            theta[L.w:L.b + L.fan_out] = rng.uniform(-bound, bound, size=L.b + L.fan_out - L.w)
+            size = L.b + L.fan_out - L.w
+            if self.param == "ntk":
+                theta[L.w:L.b + L.fan_out] = rng.standard_normal(size)
+            else:
+                bound = 1.0 / np.sqrt(L.fan_in)
+                theta[L.w:L.b + L.fan_out] = rng.uniform(-bound, bound, size=size)
             if L.gamma is not None:
                 theta[L.gamma:L.beta], theta[L.beta:L.end] = 1.0, 0.0
         return theta
@@ -186,7 +211,10 @@ class MLP:
         h = x
         for l, params in enumerate(self.unflatten(theta)):
             W, b = params[:2]
-            h = h @ W + per_task(b)
+            if self.param == "ntk":     # the 1/√fan_in in the function, not in θ: every ∂z/∂W carries it
+                h = (h @ W) * (1.0 / np.sqrt(self.layers[l].fan_in)) + per_task(b)
+            else:
+                h = h @ W + per_task(b)
             if l < self.num_layers - 1:
                 if len(params) == 4:
                     h = batch_norm(h, per_task(params[2]), per_task(params[3]))

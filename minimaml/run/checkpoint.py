@@ -6,7 +6,7 @@ Layout (every entry a plain array, so ``np.load(path, allow_pickle=False)`` read
     version           2 (version 1 files, from before models had descriptions, still load)
     theta             (P,)   the flat parameter vector, in its training dtype
     model             JSON text of the model's description: {"kind": "mlp", "sizes", "activation",
-                      "norm"} (``MLP.describe()``) and the loss's name ("mse" | "softmax_cross_entropy")
+                      "norm", "param"} (``MLP.describe()``) and the loss's name ("mse" | "softmax_cross_entropy")
     sizes, activation the MLP's layer sizes and activation (also in ``model``; version 1 has only these)
     config            JSON text of the run's configuration (a dict)
     iteration         number of completed meta-updates

@@ -152,6 +152,7 @@ def test_non_finite_input_matches_hvp_route(activation, array, index, value):
     (lambda a: a.update(steps=1.5), TypeError, "steps must be an integer >= 0"),
     (lambda a: a.update(first_order="yes"), TypeError, "first_order must be True or False"),
     (lambda a: a.update(net=object()), TypeError, "the CUDA kernel runs a minimaml MLP"),
+    (lambda a: a.update(net=MLP([1, 40, 40, 1], param="ntk")), TypeError, "standard parameterisation.*'autodiff'"),
 ])
 def test_rejects_bad_input(change, error, message):
     net, theta, xs, ys, xq, yq = problem((1, 40, 40, 1), "relu", 2, 10, 10)

@@ -169,3 +169,106 @@ def test_batch_norm_network_derivatives_to_second_order():
     x = np.random.default_rng(2).standard_normal((5, 2))
     y = np.random.default_rng(3).standard_normal((5, 2))
     check_grads(lambda th: mse(net(th, x), y), net.init(seed=4), order=2)
+
+
+# ------------------------------------------------------------------------------------------
+# The NTK parameterisation: z = h W / √fan_in + b, W and b drawn N(0, 1).
+# ------------------------------------------------------------------------------------------
+def manual_ntk_net(layers, x, act):
+    """Reference forward pass of the NTK parameterisation from explicit (W, b) pairs."""
+    h = x
+    for l, (W, b) in enumerate(layers):
+        h = h @ W / np.sqrt(W.shape[0]) + b
+        if l < len(layers) - 1:
+            h = np.maximum(h, 0) if act == "relu" else np.tanh(h)
+    return h
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_ntk_forward_matches_a_hand_written_one(act):
+    net = MLP([3, 16, 9, 2], activation=act, param="ntk")
+    theta = net.init(seed=1)
+    x = np.random.default_rng(0).standard_normal((7, 3))
+    np.testing.assert_allclose(net(theta, x), manual_ntk_net(net.unflatten(theta), x, act), rtol=1e-13)
+    # the same θ read by the standard parameterisation is a different function
+    assert not np.allclose(MLP([3, 16, 9, 2], activation=act)(theta, x), net(theta, x))
+    # batched over tasks, as the standard one
+    thetas, xs = np.stack([theta, net.init(seed=2)]), np.stack([x, 2 * x])
+    np.testing.assert_allclose(net(thetas, xs)[1], net(thetas[1], xs[1]), rtol=1e-13)
+
+
+def test_ntk_with_batch_norm_matches_a_hand_written_one():
+    net = MLP([2, 5, 1], activation="tanh", norm="batch", param="ntk")
+    theta = net.init(seed=3)
+    theta[net.layers[0].gamma:net.layers[0].end] = np.random.default_rng(1).standard_normal(10)
+    x = np.random.default_rng(0).standard_normal((6, 2))
+    (W0, b0, g0, be0), (W1, b1) = net.unflatten(theta)
+    z = x @ W0 / np.sqrt(2) + b0
+    h = np.tanh(g0 * (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-3) + be0)
+    np.testing.assert_allclose(net(theta, x), h @ W1 / np.sqrt(5) + b1, rtol=1e-13)
+
+
+def test_ntk_init_is_standard_normal_and_seeded():
+    net = MLP([1, 200, 200, 1], param="ntk")
+    theta = net.init(seed=0)
+    np.testing.assert_array_equal(theta, net.init(seed=0))
+    assert abs(theta.mean()) < 0.01 and abs(theta.std() - 1) < 0.01     # 40,801 draws of N(0, 1)
+    for W, b in net.unflatten(theta):                                   # every layer, weights and biases alike
+        assert 0.8 < W.std() < 1.2 and (len(b) < 10 or 0.8 < b.std() < 1.2)
+
+
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_ntk_derivatives_against_finite_differences_to_second_order(norm):
+    net = MLP([2, 4, 3, 2], activation="tanh", norm=norm, param="ntk")
+    x = np.random.default_rng(2).standard_normal((5, 2))
+    y = np.random.default_rng(3).standard_normal((5, 2))
+    check_grads(lambda th: mse(net(th, x), y), net.init(seed=4), order=2)
+
+
+def test_ntk_description_round_trips_through_a_checkpoint(tmp_path):
+    net = MLP([1, 8, 8, 1], activation="tanh", param="ntk")
+    d = net.describe()
+    assert d["param"] == "ntk" and "param='ntk'" in repr(net)
+    again = MLP.from_description(d)
+    assert (again.param, again.sizes, again.activation, again.layers) == ("ntk", net.sizes, "tanh", net.layers)
+    theta = net.init(seed=0)
+    mm.save_checkpoint(tmp_path / "ntk.npz", net, theta, config={})
+    loaded, theta_loaded, _ = mm.load_checkpoint(tmp_path / "ntk.npz")
+    x = np.linspace(-5, 5, 7)[:, None]
+    assert loaded.param == "ntk"
+    np.testing.assert_array_equal(loaded(theta_loaded, x), net(theta, x))
+    # descriptions written before the option existed are the standard parameterisation
+    old = {"kind": "mlp", "sizes": [1, 8, 1], "activation": "relu", "norm": None}
+    assert MLP.from_description(old).param == "standard" and MLP([1, 8, 1]).describe()["param"] == "standard"
+    with pytest.raises(ValueError, match=r"unknown param 'mup'; choose one of \('standard', 'ntk'\)"):
+        MLP([1, 8, 1], param="mup")
+
+
+def test_ntk_goes_through_the_engine_and_the_fast_route_refuses_it_by_name():
+    net = MLP([1, 6, 6, 1], param="ntk")
+    b = mm.Sinusoid().sample(3, 5, 5, rng=0)
+    args = (net, net.init(seed=0), b.xs, b.ys, b.xq, b.yq, 0.05, 2)
+    ok, why = mm.fastpath.supports(net, mse)
+    assert not ok and "param='ntk'" in why
+    for method in ("hvp", "cuda-emulated"):
+        with pytest.raises(TypeError, match=r"standard parameterisation.*method='autodiff'"):
+            mm.meta_value_and_grad(*args, method=method)
+    _, g = mm.meta_value_and_grad(*args, method="autodiff")
+    _, g_hessian = mm.meta_value_and_grad(*args, method="hessian")
+    np.testing.assert_allclose(g_hessian, g, rtol=1e-11, atol=1e-13 * np.abs(g).max())
+    # adapt on arrays takes the engine's route too: one step is θ − α∇L_support(θ) per task
+    step = [args[1] - 0.05 * mm.grad(lambda th: mse(net(th, b.xs[t]), b.ys[t]))(args[1]) for t in range(3)]
+    np.testing.assert_allclose(mm.adapt(*args[:4], 0.05, 1), step, rtol=1e-13)
+
+
+def test_the_ntk_stays_of_order_one_as_the_width_grows():
+    """K(x, x) = |∂f(x)/∂θ|²: O(1) under the NTK parameterisation, growing with the width under the
+    standard one (why the theory, and a fixed α, need the former)."""
+    x = np.array([[1.5]])
+
+    def ntk_diag(width, param):
+        net = MLP([1, width, 1], param=param)
+        J = mm.jacobian(lambda th: net(th, x)[0, 0])(net.init(seed=0))
+        return J @ J
+    assert 0.5 < ntk_diag(4096, "ntk") / ntk_diag(64, "ntk") < 2
+    assert ntk_diag(4096, "standard") / ntk_diag(64, "standard") > 10
