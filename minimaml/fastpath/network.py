@@ -171,6 +171,21 @@ def network(net, loss, lowrank=None):
     return found
 
 
+def layer_pattern(net, s):
+    """For (P,) step sizes s that are one number per row of each dense layer's Ŵ = [W; b] (ANIL's
+    α·mask, MAML++'s per-tensor sizes), what each layer's scaling is: "zero", "same" (one number) or
+    "rows"; None when s varies along a row (Meta-SGD's). Layers held as low rank can take such sizes
+    (``TaskLosses.scale``); the pattern decides the buffers a call uses (``arena.py``)."""
+    pattern = []
+    for L in net.layers:
+        rows = s[L.w:L.b + L.fan_out].reshape(L.fan_in + 1, L.fan_out)
+        d = rows[:, 0]
+        if not bool((rows == d[:, None]).all()):
+            return None
+        pattern.append("rows" if not bool((d == d[0]).all()) else "zero" if d[0] == 0 else "same")
+    return tuple(pattern)
+
+
 def choose_lowrank(net, rank):
     """Per dense layer: hold per-task weights as low rank when the largest rank a computation needs
     is under half the smaller side of the layer's (fan_in + 1) × fan_out matrix (there the factors
@@ -225,12 +240,48 @@ class TaskLosses:
         return Vec(ws.add(Y.flat, ws.mul(X.flat, weights.per_task(c, X.flat.ndim))), low)
 
     def scale(self, s, X):
-        """s ⊙ X for a (P,) vector s (per-task vectors held densely only, see ``choose_lowrank``),
-        or sX for a number s."""
+        """s ⊙ X for a (P,) vector s, or sX for a number s. A layer held as low rank takes a vector
+        that is one number per row of its Ŵ = [W; b] (``layer_pattern``: ANIL's α·mask, MAML++'s
+        per-tensor sizes); one that varies inside a row (Meta-SGD's) needs the weights held densely
+        (TaskLosses(..., rank=0))."""
+        net, ws = self.net, self.ws
         if np.ndim(s) == 0:
-            return self.axpy(s - 1.0, X, X)                 # X + (s − 1) X = s X, in any layout
-        self._dense_only("a step size per parameter")
-        return Vec(self.ws.mul(X.flat, s), {})
+            return Vec(ws.mul(X.flat, s), {i: weights.scale(s, w, ws) for i, w in X.low.items()})
+        if net.identity:
+            return Vec(ws.mul(X.flat, s), {})
+        low = {}
+        for i, w in X.low.items():
+            layer = net.layers[i]
+            rows = s[layer.start:layer.stop].reshape(layer.n, layer.m)
+            d = rows[:, 0]
+            if not bool((rows == d[:, None]).all()):
+                self._dense_only("a step size that varies along a row of a layer held as low rank")
+            if not bool((d == d[0]).all()):
+                low[i] = weights.scale_rows(d, w, ws)
+            elif d[0] == 0 and isinstance(w, weights.LowRank):       # see ``layer_pattern``: "zero"
+                low[i] = weights.nothing(w)
+            else:
+                low[i] = weights.scale(float(d[0]), w, ws)
+        flat = net.xp(s).concatenate([s[a:b] for a, b, _ in net.runs]) if net.runs else s[:0]
+        return Vec(ws.mul(X.flat, flat), low)
+
+    def tensor_dots(self, X, Y, tensors):
+        """For each θ range (start, stop) in ``tensors`` (``MLP.tensors()``'s), the mean over tasks of
+        Σ X_t ⊙ Y_t over the range, (J,): the gradient of a step size one tensor shares. A layer held
+        as low rank answers for its W and its b from the factors (``weights.mean_row_dots``)."""
+        net = self.net
+        dense = np.zeros(net.num_params, dtype=np.float64)
+        product = (X.flat * Y.flat).sum(axis=0) * (1.0 / len(X.flat)) if X.flat.ndim == 2 else X.flat * Y.flat
+        product = self.ws.xp.asnumpy(product) if hasattr(self.ws.xp, "asnumpy") else product
+        for a, b, at in net.runs:
+            dense[a:b] = product[at:at + b - a]
+        low = {}
+        for i in X.low:
+            layer = net.layers[i]
+            split = layer.start + (layer.n - 1) * layer.m                   # W's rows, then b's row
+            low[(layer.start, split)] = weights.mean_row_dots(X.low[i], Y.low[i], slice(0, -1), self.ws)
+            low[(split, layer.stop)] = weights.mean_row_dots(X.low[i], Y.low[i], slice(-1, None), self.ws)
+        return np.array([low[(a, b)] if (a, b) in low else dense[a:b].sum() for a, b in tensors])
 
     def mean_product(self, X, Y):
         """The mean over tasks of X_t ⊙ Y_t, as a fresh (P,) array (dense vectors only)."""

@@ -101,3 +101,35 @@ def axpy(c, X, Y, ws):
     if isinstance(Y, Full):                      # θ_0 (shared) − α (low-rank gradient)
         return LowRank(Y.W, X.A, B)
     return LowRank(Y.W0, ws.concat([Y.A, X.A], axis=-2), ws.concat([Y.B, B], axis=-2))
+
+
+def scale(c, X, ws):
+    """cX for a per-task weight matrix and one number c."""
+    if isinstance(X, Full):
+        return Full(ws.mul(X.W, c))
+    return LowRank(None if X.W0 is None else ws.mul(X.W0, c), X.A, ws.mul(X.B, c))
+
+
+def nothing(X):
+    """0·X for low rank: a rank-0 factor pair, so an entry that does not adapt (a step size of 0, as
+    ANIL's body) costs no product later."""
+    return LowRank(None, X.A[..., :0, :], X.B[..., :0, :])
+
+
+def scale_rows(d, X, ws):
+    """diag(d) X: row i of Ŵ times d_i, d (n,) (a step size per row: MAML++'s one for W, another for
+    b). For low rank, diag(d) A_tᵀ B_t = (A_t diag(d))ᵀ B_t: the rank stays."""
+    if isinstance(X, Full):
+        return Full(ws.mul(X.W, d[:, None]))
+    return LowRank(None if X.W0 is None else ws.mul(X.W0, d[:, None]), ws.mul(X.A, d), X.B)
+
+
+def mean_row_dots(X, Y, rows, ws):
+    """The mean over tasks of Σ_{i ∈ rows, j} X_t[i, j] Y_t[i, j] for a slice of rows, from the factors:
+    for X_t = A_tᵀB_t, Y_t = C_tᵀD_t it is Σ (A_t[:, rows] C_t[:, rows]ᵀ) ⊙ (B_t D_tᵀ), never forming X_t."""
+    if isinstance(X, Full) or isinstance(Y, Full) or X.W0 is not None or Y.W0 is not None:
+        product = X.dense(ws)[..., rows, :] * Y.dense(ws)[..., rows, :]
+        return float(product.sum()) / (len(product) if product.ndim == 3 else 1)
+    left = ws.matmul(X.A[..., rows], Y.A[..., rows].swapaxes(-1, -2))          # (T, r_x, r_y)
+    right = ws.matmul(X.B, Y.B.swapaxes(-1, -2))
+    return float((left * right).sum()) / len(X.A)

@@ -13,7 +13,8 @@ implementations, so an algorithm never writes its own backprop:
 Both hold per-task parameters in their own form (``start(θ)`` makes it) and offer
 ``value_and_grad(params, x, y) -> (losses (T,), grads, cache)``, ``hvp(cache, v)``,
 ``axpy(c, X, Y) = Y + cX``, ``scale(s, X) = s ⊙ X`` (s (P,)), ``mean(X)`` and
-``mean_product(X, Y)`` over tasks, ``flat(X)`` as (T, P) and ``outputs(params, x)``.
+``mean_product(X, Y)`` over tasks (and ``tensor_dots(X, Y, tensors)``, its sums over θ ranges),
+``flat(X)`` as (T, P) and ``outputs(params, x)``.
 
     inner loop   θ_0 = θ,   θ_{k+1} = θ_k − s_k ⊙ ∇L_support(θ_k),   k = 0..S−1
     walk back    g ← ∇L_query(θ_S);   for k = S−1..0:  g ← (I − diag(s_k) H_k)ᵀ g = g − H_k (s_k ⊙ g)
@@ -100,6 +101,11 @@ class EngineTaskLosses:
         return (X * Y).mean(axis=0)
 
     @staticmethod
+    def tensor_dots(X, Y, tensors):
+        product = (X * Y).mean(axis=0)
+        return np.array([product[a:b].sum() for a, b in tensors])
+
+    @staticmethod
     def mean(X, dtype):
         return X.mean(axis=0).astype(dtype, copy=False)
 
@@ -182,20 +188,22 @@ def inner_loop(tl, theta, x, y, sizes, keep_grads=False):
     return (params, caches, grads) if keep_grads else (params, caches)
 
 
-def walk_back(tl, caches, g, sizes, grads=None, add=None):
+def walk_back(tl, caches, g, sizes, grads=None, add=None, tensors=None):
     """Back through the inner steps, k = S−1 .. 0, each H_k g one Hessian-vector product from cache k.
 
     Step k's Jacobian is ∂θ_{k+1}/∂θ_k = I − diag(s_k) H_k, not symmetric when s_k varies by entry,
     so the walk back applies its transpose:  g ← g − H_k (s_k ⊙ g)  (= (I − s_k H_k) g for a number s_k).
     ``grads`` (the inner loop's support gradients): also return the meta-gradient with respect to
     each step size, ∂L/∂s_k = −mean over tasks of ∇L(θ_k) ⊙ g_{k+1}, a (P,) array per step (else
-    None). ``add``: {k: (w, X)}: w·X is added to g once g is the gradient with respect to θ_k (the
+    None); with ``tensors`` (θ ranges, a size shared by each), the sums over them instead, (J,) per
+    step. ``add``: {k: (w, X)}: w·X is added to g once g is the gradient with respect to θ_k (the
     query losses of the inner steps, for a multi-step loss). Returns (g, [∂L/∂s_0, ...])."""
     step_grads = [None] * len(caches)
     for k in reversed(range(len(caches))):
         s = sizes[k]
         if grads is not None:
-            step_grads[k] = -tl.mean_product(grads[k], g)
+            step_grads[k] = -(tl.mean_product(grads[k], g) if tensors is None
+                              else tl.tensor_dots(grads[k], g, tensors))
         if np.ndim(s) == 0:
             g = tl.axpy(-s, tl.hvp(caches[k], g), g)
         else:

@@ -185,9 +185,16 @@ def meta_backprop(net, theta, xs, ys, xq, yq, sizes, loss, first_order=False, fa
     (meta-loss, meta-gradient (P,)), and with ``step_grads`` the gradients with respect to the s_k."""
     K, Q, steps = xs.shape[1], xq.shape[1], len(sizes)
     scalar = all(np.ndim(raw(s)) == 0 for s in sizes)
-    rank = 0 if not scalar else max(K * steps, Q) if first_order else Q + 2 * K * steps
+    # Low-rank per-task weights take a step size that is one number per layer (ANIL's α·mask) but
+    # not one that varies inside a layer (Meta-SGD), nor the gradient of per-entry sizes.
+    layers = None
+    if not scalar and not step_grads and fast and network.supports(net, loss)[0]:
+        layers = tuple(() if np.ndim(raw(s)) == 0 else network.layer_pattern(net, raw(s)) for s in sizes)
+        layers = None if None in layers else layers
+    lowrank = scalar or layers is not None
+    rank = 0 if not lowrank else max(K * steps, Q) if first_order else Q + 2 * K * steps
     ws = arena.arena(("maml", id(net), loss, theta.dtype, xs.shape, ys.shape, xq.shape, yq.shape,
-                      steps, first_order, scalar, step_grads), array_module(theta)) if fast else None
+                      steps, first_order, scalar, layers, step_grads), array_module(theta)) if fast else None
     tl = task_losses_for(net, loss, ws, rank, fast=fast)
     params, caches, grads = inner_loop(tl, theta, xs, ys, sizes, keep_grads=True)
     losses, g, _ = tl.value_and_grad(params, xq, yq)

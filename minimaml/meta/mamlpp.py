@@ -71,11 +71,17 @@ def mamlpp_value_and_grad(net, theta, sizes, xs, ys, xq, yq, loss=mse, weights=N
         raise ValueError(f"weights must be {steps} finite numbers, one per inner step, got {weights!r}")
     xs, ys, xq, yq = checks.as_data(theta, loss, xs, ys, xq, yq)
     dtype = raw(theta).dtype
-    per_step = [sizes_value[k].astype(dtype)[index] for k in range(steps)]     # s_k as (P,) vectors
+    xp = array_module(raw(theta))
+    per_step = [xp.asarray(sizes_value[k].astype(dtype)[index]) for k in range(steps)]   # s_k as (P,) vectors
+    tensors = [(start, stop) for _, start, stop in net.tensors()]
     fast = network.supports(net, loss)[0]
+    # One size per tensor is one number per row of each layer's Ŵ = [W; b], so wide layers can hold
+    # per-task weights as low rank (rank ≤ the S query gradients' plus the 2KS of the steps and walk back).
+    pattern = tuple(network.layer_pattern(net, s) for s in per_step) if fast else None
     ws = arena.arena(("mamlpp", id(net), loss, dtype, xs.shape, ys.shape, xq.shape, yq.shape,
-                      tuple(weights != 0), bool(first_order)), array_module(raw(theta))) if fast else None
-    tl = task_losses_for(net, loss, ws, rank=0, like=theta)
+                      tuple(weights != 0), bool(first_order), pattern), xp) if fast else None
+    rank = steps * xq.shape[1] + 2 * xs.shape[1] * steps
+    tl = task_losses_for(net, loss, ws, rank=rank, like=theta)
     params, caches, grads = inner_loop(tl, theta, xs, ys, per_step, keep_grads=True)
     # The query loss at every θ_k with a weight: recompute the trajectory's points (cheap next to the walk back).
     value, add, point = 0.0, {}, tl.start(theta)
@@ -89,12 +95,12 @@ def mamlpp_value_and_grad(net, theta, sizes, xs, ys, xq, yq, loss=mse, weights=N
     value += weights[-1] * float(losses.mean())
     g = tl.scale(weights[-1], g)
     if first_order:
-        size_grads = [-tl.mean_product(grads[k], g) for k in range(steps)]
+        size_grads = [-tl.tensor_dots(grads[k], g, tensors) for k in range(steps)]
         for k, (w, gq) in add.items():          # first order: each θ_k's query gradient, undamped
             g = tl.axpy(w, gq, g)
             for j in range(k):
-                size_grads[j] = size_grads[j] - w * tl.mean_product(grads[j], gq)
+                size_grads[j] = size_grads[j] - w * tl.tensor_dots(grads[j], gq, tensors)
     else:
-        g, size_grads = walk_back(tl, caches, g, per_step, grads=grads, add=add)
-    grad_sizes = np.stack([np.bincount(index, weights=size_grads[k], minlength=J) for k in range(steps)])
+        g, size_grads = walk_back(tl, caches, g, per_step, grads=grads, add=add, tensors=tensors)
+    grad_sizes = np.stack(size_grads)
     return value, (tl.mean(g, dtype), grad_sizes.astype(dtype))

@@ -33,7 +33,7 @@ from ..files import check_writable, write_atomic
 from ..meta.mamlpp import cosine_lr
 from ..optim import Adam
 from ..run.evaluate import json_rows, summarize
-from ..run.train import ConfigError, TrainingDiverged, _progress_bar, one_blas_thread
+from ..run.train import ConfigError, TrainingDiverged, progress_bar, one_blas_thread
 from . import maml_rl
 from .estimators import ESTIMATORS
 from .navigation import REWARDS, Navigation
@@ -222,7 +222,7 @@ def train_navigation(config=None, checkpoint=None, resume=False, progress=True):
             save_navigation_checkpoint(checkpoint, policy, theta, config, optimizer.state_dict(), iteration,
                                        history, rng.bit_generator.state)
 
-    bar = _progress_bar(progress, total=config.iterations, initial=start,
+    bar = progress_bar(progress, total=config.iterations, initial=start,
                         desc="pretrain" if pretrained else f"meta-train ({config.estimator})")
     pending, done, last_saved = [], start, start if resume else None
     t0, cpu0 = time.perf_counter(), time.process_time()

@@ -50,7 +50,7 @@ from ..nn import MLP, mse
 from ..optim import Adam
 from ..tasks import Sinusoid
 from .checkpoint import CheckpointError
-from .train import GROWTH_LIMIT, ConfigError, TrainingDiverged, _progress_bar, one_blas_thread
+from .train import GROWTH_LIMIT, ConfigError, TrainingDiverged, progress_bar, one_blas_thread
 
 LEARNERS = ("ftml", "ftml-ft", "ftl", "toe", "scratch")
 DEFAULT_OUT = os.path.join("runs", "online")
@@ -353,7 +353,7 @@ def run_online(config=None, checkpoint=None, resume=False, progress=True):
             stop(f"{name}'s training loss {losses.mean():.3g} is more than {GROWTH_LIMIT:g}x its first, "
                  f"{first_loss[name]:.3g} ({where})")
 
-    bar = _progress_bar(progress, total=config.num_tasks, initial=start, desc="online tasks")
+    bar = progress_bar(progress, total=config.num_tasks, initial=start, desc="online tasks")
     t0 = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore"), one_blas_thread():
         for t in range(start, config.num_tasks):

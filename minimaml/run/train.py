@@ -376,7 +376,7 @@ def train(config=None, checkpoint=None, resume=False, progress=True):
                             iteration=iteration, history=history, rng_state=rng.bit_generator.state,
                             loss=loss_name(spec.loss), val_history=val_history, extra=theta[P:])
 
-    bar = _progress_bar(progress, total=config.iterations, initial=start,
+    bar = progress_bar(progress, total=config.iterations, initial=start,
                         desc="pretrain" if pretrained else "meta-train")
     pending = []  # meta-losses since the last log line; read back once per period (a GPU sync)
     skipped = []  # why the meta-batches the algorithm refused since the last log line were refused
@@ -502,7 +502,10 @@ def _validation(config, spec, family, net):
     return validate
 
 
-def _progress_bar(enabled, **kwargs):
+def progress_bar(enabled, **kwargs):
+    """A tqdm bar (``kwargs``: total, initial, desc), or, when not ``enabled`` (``--quiet``), an object
+    with the same methods that draws nothing and prints what is written to it. Shared by every loop
+    that runs long: training, the online stream, navigation."""
     if enabled:
         from tqdm.auto import tqdm
         return tqdm(unit="it", mininterval=0.5, dynamic_ncols=True, **kwargs)

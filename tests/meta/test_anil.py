@@ -80,3 +80,39 @@ def test_bad_masks_are_one_clear_error(mask, error, match):
         mm.meta_value_and_grad(net, theta, *data, 0.2, 1, inner_mask=mask)
     with pytest.raises(ValueError, match="method='cuda-emulated' adapts every parameter"):
         mm.meta_value_and_grad(net, theta, *data, 0.2, 1, method="cuda-emulated", inner_mask=net.head_mask())
+
+
+@pytest.mark.parametrize("loss", [mm.mse, mm.softmax_cross_entropy], ids=["mse", "ce"])
+def test_layers_held_as_low_rank_take_a_mask_that_is_one_number_per_layer(loss):
+    # Wide enough that the fast route holds the middle layers' per-task weights as low rank: the
+    # mask's α (head) and 0 (body) scale the factors, and the answer is the autodiff route's.
+    from minimaml.fastpath import network
+    net, theta, xs, ys, xq, yq = wide_problem(loss, seed=5)
+    assert any(network.choose_lowrank(net, 2 + 2 * 2 * 2))
+    masks = {"head": net.head_mask(), "body": ~net.head_mask()}
+    cut = np.zeros(net.num_params, bool)
+    cut[: net.num_params // 2] = True                    # varies inside a low-rank layer: held densely
+    masks["cut"] = cut
+    assert network.layer_pattern(net, cut) is None
+    assert network.layer_pattern(net, 1.0 * masks["head"]) == ("zero", "zero", "same")
+    for _ in range(2):                                   # again: the buffers reused per mask are right
+        for name, mask in masks.items():
+            want = mm.meta_value_and_grad(net, theta, xs, ys, xq, yq, 0.3, 2, method="autodiff", loss=loss,
+                                          inner_mask=mask)
+            got = mm.meta_value_and_grad(net, theta, xs, ys, xq, yq, 0.3, 2, loss=loss, inner_mask=mask)
+            assert got[0] == pytest.approx(want[0], rel=1e-12), name
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def wide_problem(loss, seed):
+    """A net whose middle layer the fast route holds as low rank for 2 points per task (rank ≤ 32),
+    with 4 tasks of 2 support and 2 query points."""
+    net = mm.MLP([3, 64, 64, 3], activation="tanh", norm="batch")
+    rng = np.random.default_rng(seed)
+    theta = net.init(seed) + 0.05 * rng.standard_normal(net.num_params)
+    xs, xq = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 3))
+    if loss is mm.mse:
+        ys, yq = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 3))
+    else:
+        ys, yq = rng.integers(0, 3, (4, 2)), rng.integers(0, 3, (4, 2))
+    return net, theta, xs, ys, xq, yq

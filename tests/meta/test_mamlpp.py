@@ -6,6 +6,7 @@ import pytest
 
 import minimaml as mm
 from minimaml.meta.mamlpp import cosine_lr, mamlpp_value_and_grad, msl_weights, tensor_index
+from tests.meta.test_anil import wide_problem
 
 
 def problem(norm=None, seed=0):
@@ -97,3 +98,24 @@ def test_bad_sizes_and_weights_are_clear_errors():
         mamlpp_value_and_grad(net, theta, sizes, b.xs, b.ys, b.xq, b.yq, weights=[1.0, 0.0])
     with pytest.raises(TypeError, match="tensor layout"):
         tensor_index(lambda th, x: x)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
+@pytest.mark.parametrize("loss", [mm.mse, mm.softmax_cross_entropy], ids=["mse", "ce"])
+def test_layers_held_as_low_rank_give_the_engines_answer(loss, first_order, monkeypatch):
+    # A size per tensor is one number per row of a layer's [W; b]: wide layers keep per-task weights as
+    # low rank (W's rows and b's row scaled apart, a size of 0, the size gradients from the factors).
+    from minimaml.fastpath import network
+    net, theta, xs, ys, xq, yq = wide_problem(loss, seed=2)
+    sizes = 0.3 + 0.1 * np.random.default_rng(2).standard_normal((2, len(net.tensors())))
+    sizes[0, 4] = 0.0                                     # W_1 does not adapt at the first step
+    args = (net, theta, sizes, xs, ys, xq, yq)
+    kw = dict(loss=loss, weights=[0.4, 0.6], first_order=first_order)
+    assert any(network.choose_lowrank(net, 2 * 2 + 2 * 2 * 2))
+    low = [mamlpp_value_and_grad(*args, **kw) for _ in range(2)]           # twice: the reused buffers
+    monkeypatch.setattr(network, "supports", lambda net, loss: (False, "the engine's answer"))
+    dense = mamlpp_value_and_grad(*args, **kw)                            # the engine's route
+    for value, (g_theta, g_sizes) in low:
+        assert value == pytest.approx(dense[0], rel=1e-12)
+        for got, want in ((g_theta, dense[1][0]), (g_sizes, dense[1][1])):    # rounding, float64
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10 * np.abs(want).max())
