@@ -274,3 +274,5 @@ def test_navigation_train_eval_plot_through_the_command_line(tmp_path, capsys):
     assert main(["train", "--task", "navigation", "--ways", "5", "--out", str(tmp_path / "x"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "does not use --ways" in err and "Traceback" not in err
+    assert main(["eval", str(out), "--k", "5", "--backtrack"]) == 1       # the regression tasks' options
+    assert "eval of a navigation run does not use --k, --backtrack" in capsys.readouterr().err

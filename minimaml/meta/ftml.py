@@ -38,6 +38,7 @@ from ..fastpath import network
 from ..nn import mse
 from ..optim import Adam
 from ..tasks import TaskBatch, as_rng
+from . import checks
 from .maml import adapt, meta_loss, meta_value_and_grad
 
 
@@ -166,6 +167,9 @@ class FTML:
 
     def __init__(self, net, theta, inner_lr, meta_lr=1e-3, updates=100, meta_batch=10, k_support=10,
                  k_query=10, steps=1, loss=mse, method=None, optimizer=None):
+        checks.check_model(net, loss)                      # fail here, not at the first batch of data
+        checks.check_theta(net, theta)
+        checks.check_inner_loop(inner_lr, steps)
         self.net, self.theta, self.loss, self.method = net, theta, loss, method
         self.inner_lr, self.steps, self.updates = inner_lr, steps, _positive_int("updates", updates)
         self.meta_batch = _positive_int("meta_batch", meta_batch)

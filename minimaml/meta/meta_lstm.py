@@ -63,6 +63,10 @@ def meta_lstm_init(theta0, seed=0, forget_bias=(4.0, 5.0), input_bias=(-5.0, -4.
     b_I ~ U(input_bias). A forget bias high and an input bias low make the cell start as plain
     gradient descent: f ≈ σ(4.5) ≈ 0.99 keeps θ, i ≈ σ(−4.5) ≈ 0.011 is a small step size."""
     theta0 = checks.check_theta(None, np.asarray(theta0), "theta0")
+    for name, (low, high) in (("forget_bias", forget_bias), ("input_bias", input_bias)):
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(f"{name} must be an interval (low, high) of finite numbers with low <= high, "
+                             f"got {(low, high)!r}")
     rng = np.random.default_rng(seed)
     w_i, w_f = rng.uniform(-0.01, 0.01, size=(2, NUM_INPUTS))
     b_i, b_f = rng.uniform(*input_bias), rng.uniform(*forget_bias)
@@ -73,6 +77,9 @@ def meta_lstm_split(phi):
     """φ (P + 14,) -> Parts(c0 (P,), w_i (6,), b_i (), w_f (6,), b_f ()): views (or, on a Tensor,
     differentiable slices)."""
     P, n = phi.shape[-1] - NUM_GATE_PARAMS, NUM_INPUTS
+    if len(phi.shape) != 1 or P < 1:
+        raise ValueError(f"phi must be a flat vector (P + {NUM_GATE_PARAMS},) with P >= 1 (c_0, then the gates' "
+                         f"parameters; make it with meta_lstm_init), got shape {tuple(phi.shape)}")
     return Parts(phi[:P], phi[P:P + n], phi[P + n], phi[P + n + 1:P + 2 * n + 1], phi[P + 2 * n + 1])
 
 

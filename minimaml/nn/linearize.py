@@ -32,6 +32,9 @@ class Linearized:
         theta0 = np.array(raw(theta0))    # a copy: θ₀ must not change under the model's feet
         if theta0.ndim != 1 or not np.issubdtype(theta0.dtype, np.floating):
             raise ValueError(f"theta0 must be a flat float vector (P,), got {theta0.dtype} of shape {theta0.shape}")
+        expected = getattr(net, "num_params", None)          # a model that knows its size says it
+        if expected is not None and theta0.shape[0] != expected:
+            raise ValueError(f"theta0 must have shape (P,) = ({expected},) for {net!r}, got {theta0.shape}")
         theta0.flags.writeable = False
         self.net, self.theta0, self.num_params = net, theta0, theta0.shape[0]
         self.batched = getattr(net, "batched", False)

@@ -103,6 +103,17 @@ class Navigation:
         """
         rng = as_rng(rng)
         goals = np.asarray(goals, dtype=float)
+        if goals.ndim != 2 or goals.shape[1] != 2 or len(goals) == 0:
+            raise ValueError(f"goals must be (T, 2) with T >= 1, one 2-D goal per task, got shape {goals.shape}")
+        if not np.isfinite(goals).all():
+            raise ValueError("goals must be finite numbers (got NaN or inf)")
+        if isinstance(num_trajectories, bool) or not isinstance(num_trajectories, (int, np.integer)) \
+                or num_trajectories < 1:
+            raise ValueError(f"num_trajectories must be an int >= 1, got {num_trajectories!r}")
+        theta_rows = np.shape(theta)[:-1]
+        if theta_rows not in ((), (len(goals),)):
+            raise ValueError(f"theta must be (P,), shared by the tasks, or (T, P) with T = {len(goals)} goals, "
+                             f"got shape {np.shape(theta)}")
         T, N, H = goals.shape[0], int(num_trajectories), self.horizon
         positions = np.zeros((T, N, H + 1, 2))
         actions = np.zeros((T, N, H, 2))

@@ -423,8 +423,17 @@ def cli_train(args):
     return 0
 
 
+def _refuse_other_tasks_options(args, names, command):
+    given = [n for n in names if getattr(args, n, None) not in (None, False, 0)]
+    if given:
+        raise ConfigError(f"{command} of a navigation run does not use "
+                          + ", ".join("--" + n.replace("_", "-") for n in given))
+
+
 def cli_eval(args):
     """``minimaml eval DIR`` for a navigation run: the table of returns after 0..3 steps."""
+    _refuse_other_tasks_options(args, ("k", "query_points", "baseline_inner_lr", "data", "backtrack", "sharpness"),
+                                "eval")
     steps = tuple(args.steps) if args.steps else (0, 1, 2, 3)
     results = evaluate_navigation(args.checkpoint, num_goals=args.tasks or 40, steps=steps,
                                   trajectories=getattr(args, "trajectories", None) or 40, inner_lr=args.inner_lr,
@@ -442,6 +451,7 @@ def cli_eval(args):
 
 def cli_plot(args):
     """``minimaml plot DIR`` for a navigation run: the trajectories before and after adaptation."""
+    _refuse_other_tasks_options(args, ("k", "data"), "plot")
     ckpt = read_navigation_checkpoint(args.checkpoint)
     models = {"MAML": ckpt["theta"]}
     base = os.path.join(os.path.dirname(_resolve(args.checkpoint)), "pretrained.npz")

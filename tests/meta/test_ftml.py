@@ -195,3 +195,11 @@ def test_ftml_on_an_mlp_takes_the_fast_route_and_learns():
     assert meta_loss(ftml.theta) < 0.7 * before, (before, meta_loss(ftml.theta))
     assert len(ftml.buffer) == 6 and len(ftml.buffer.points(5)[0]) == 40
     assert ftml.adapt(b.xs[0], b.ys[0]).shape == (net.num_params,)
+
+
+def test_bad_arguments_fail_at_construction_not_at_the_first_batch():
+    net = mm.MLP([1, 4, 1])
+    with pytest.raises(ValueError, match=r"inner_lr \(α\) must be a finite number > 0"):
+        mm.FTML(net, net.init(0), -0.01)
+    with pytest.raises(ValueError, match=r"theta must have shape \(P,\) = \(13,\)"):
+        mm.FTML(net, net.init(0)[:3], 0.01)

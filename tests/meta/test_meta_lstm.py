@@ -186,3 +186,13 @@ def test_bad_arguments_are_one_clear_error(change, error, match):
     assert phi.size == net.num_params + NUM_GATE_PARAMS == 33
     with pytest.raises(error, match=match):
         meta_lstm_value_and_grad(net, **args)
+
+
+def test_bad_initialisations_and_parameter_vectors_are_named():
+    theta0 = mm.MLP([1, 4, 1]).init(0)
+    with pytest.raises(ValueError, match=r"forget_bias must be an interval \(low, high\)"):
+        mm.meta_lstm_init(theta0, forget_bias=(5.0, 4.0))
+    with pytest.raises(ValueError, match="input_bias must be an interval"):
+        mm.meta_lstm_init(theta0, input_bias=(-5.0, np.nan))
+    with pytest.raises(ValueError, match=r"phi must be a flat vector \(P \+ 14,\) with P >= 1"):
+        mm.meta_lstm_split(np.zeros(5))

@@ -91,3 +91,5 @@ def test_theta0_is_copied_and_shapes_are_checked():
         lin(np.zeros(5), x)
     with pytest.raises(ValueError, match="theta0 must be a flat float vector"):
         mm.linearize(net, np.zeros((2, 39)))
+    with pytest.raises(ValueError, match=r"theta0 must have shape \(P,\) = \(39,\)"):
+        mm.linearize(net, np.zeros(5))                                   # an MLP knows its P

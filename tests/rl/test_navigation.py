@@ -58,3 +58,16 @@ def test_bad_settings_are_refused_by_name():
         Navigation(reward="cubed")
     with pytest.raises(ValueError, match="horizon"):
         Navigation(horizon=0)
+
+
+@pytest.mark.parametrize("goals, n, theta_shape, match", [
+    (np.zeros(2), 3, (4,), r"goals must be \(T, 2\)"),
+    (np.zeros((2, 3)), 3, (4,), r"goals must be \(T, 2\)"),
+    (np.full((2, 2), np.nan), 3, (4,), "goals must be finite"),
+    (np.zeros((2, 2)), 0, (4,), "num_trajectories must be an int >= 1"),
+    (np.zeros((2, 2)), 2.5, (4,), "num_trajectories must be an int >= 1"),
+    (np.zeros((2, 2)), 3, (3, 4), r"theta must be \(P,\), shared by the tasks, or \(T, P\) with T = 2"),
+])
+def test_rollout_refuses_bad_input_by_name(goals, n, theta_shape, match):
+    with pytest.raises(ValueError, match=match):
+        Navigation().rollout(Constant([0.0, 0.0]), np.zeros(theta_shape), goals, n, rng=0)
