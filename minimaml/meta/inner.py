@@ -144,10 +144,17 @@ class Adaptation:
         """Whether this is plain gradient descent with step α (MAML's rule)."""
         return len(self.sizes) == 1 and np.ndim(self.sizes[0]) == 0 and self.sizes[0] == alpha and not self.lam
 
-    @property
-    def dense(self):
-        """Whether the rule needs per-task vectors held densely (a vector size, or the proximal term)."""
-        return self.lam != 0 or any(np.ndim(s) for s in self.sizes)
+    def needs_dense(self, net):
+        """Whether the rule needs per-task vectors held densely: the proximal term, or a step size that
+        varies along a row of one of the net's layers (Meta-SGD's). ANIL's mask and MAML++'s per-tensor
+        sizes are one number per row, which the fast route's low-rank weights take."""
+        from ..fastpath import network
+        from ..nn import MLP
+        vectors = [np.asarray(s) for s in self.sizes if np.ndim(s)]
+        if self.lam:
+            return True
+        return bool(vectors) and (not isinstance(net, MLP)
+                                  or any(network.layer_pattern(net, s) is None for s in vectors))
 
     def step(self, tl, k, params, grads, start, factor=1.0):
         """θ_{k+1} from θ_k = ``params`` and ∇L(θ_k) = ``grads`` (a TaskLosses' vectors; ``start`` is

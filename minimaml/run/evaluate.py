@@ -72,7 +72,7 @@ def finetune_curves(net, theta, xs, ys, xq, yq, inner_lr, max_steps, backtrack=F
     theta = np.asarray(theta, dtype=np.float64)
     rule = inner_lr if isinstance(inner_lr, Adaptation) else Adaptation([float(inner_lr)])
     xs, ys, xq, yq = as_data(theta, loss, xs, ys, xq, yq)
-    tl = task_losses_for(net, loss, rank=0 if rule.dense else xs.shape[1] * max_steps)
+    tl = task_losses_for(net, loss, rank=0 if rule.needs_dense(net) else xs.shape[1] * max_steps)
     curves = np.empty((T, max_steps + 1))
     with np.errstate(all="ignore"):
         for lo in range(0, T, chunk):

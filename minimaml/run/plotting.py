@@ -68,7 +68,7 @@ def adapted_outputs(net, theta, xs, ys, x, inner_lr, steps, loss):
     from ..meta.inner import Adaptation, task_losses_for
 
     rule = inner_lr if isinstance(inner_lr, Adaptation) else Adaptation([float(inner_lr)])
-    tl = task_losses_for(net, loss, rank=0 if rule.dense else xs.shape[0] * max(steps))
+    tl = task_losses_for(net, loss, rank=0 if rule.needs_dense(net) else xs.shape[0] * max(steps))
     start = params = tl.start(np.asarray(theta, dtype=np.float64))
     out = {}
     for s in range(max(steps) + 1):

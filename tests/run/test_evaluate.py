@@ -108,3 +108,26 @@ def test_sharpness_needs_at_least_one_iteration():
     xs, ys = np.zeros((2, 3, 1)), np.zeros((2, 3, 1))
     with pytest.raises(ValueError, match="iterations must be an int >= 1, got 0"):
         sharpness(net, net.init(0), xs, ys, iterations=0)
+
+
+@pytest.mark.parametrize("backtrack", [False, True])
+def test_per_row_rules_fine_tune_on_low_rank_weights_as_on_dense_ones(backtrack, monkeypatch):
+    # ANIL's α·mask and MAML++'s per-tensor sizes: evaluation holds the wide layers as low rank.
+    import minimaml as mm
+    from minimaml.meta.inner import Adaptation
+    from minimaml.meta.mamlpp import tensor_index
+    from tests.meta.test_anil import wide_problem
+    net, theta, xs, ys, xq, yq = wide_problem(mm.mse, seed=7)
+    index = tensor_index(net)
+    sizes = np.linspace(0.5, 1.5, len(net.tensors()))
+    rules = [Adaptation([0.8 * net.head_mask()]), Adaptation([sizes[index], 0.5 * sizes[index]])]
+    for rule in rules:
+        assert not rule.needs_dense(net)
+        low = finetune_curves(net, theta, xs, ys, xq, yq, rule, 3, backtrack)
+        with monkeypatch.context() as m:
+            m.setattr(Adaptation, "needs_dense", lambda self, net: True)
+            dense = finetune_curves(net, theta, xs, ys, xq, yq, rule, 3, backtrack)
+        np.testing.assert_allclose(low, dense, rtol=1e-10)
+        assert np.isfinite(low).all() and np.ptp(low[:, -1] - low[:, 0]) > 0    # it adapts, task by task
+    assert Adaptation([np.random.default_rng(0).random(net.num_params)]).needs_dense(net)   # Meta-SGD's α
+    assert Adaptation([0.1], lam=1.0).needs_dense(net)                                      # iMAML's pull
