@@ -22,8 +22,6 @@ random initialisation θ_0 that MAML started from.
 """
 import dataclasses
 import json
-import math
-import numbers
 import os
 import time
 
@@ -33,7 +31,7 @@ from ..files import check_writable, write_atomic
 from ..meta.mamlpp import cosine_lr
 from ..optim import Adam
 from ..run.evaluate import json_rows, summarize
-from ..run.train import ConfigError, TrainingDiverged, progress_bar, one_blas_thread
+from ..run.train import ConfigError, TrainingDiverged, is_int, is_number, one_blas_thread, progress_bar
 from . import maml_rl
 from .estimators import ESTIMATORS
 from .navigation import REWARDS, Navigation
@@ -78,24 +76,19 @@ class NavConfig:
             if not ok:
                 raise ConfigError(f"invalid navigation config: {what}")
 
-        def number(x, low):
-            return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and x > low
-
         need(self.model in MODELS, f"unknown model {self.model!r}; choose one of {MODELS}")
         need(self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}; choose one of {ESTIMATORS}")
         need(self.reward in REWARDS, f"unknown reward {self.reward!r}; choose one of {REWARDS}")
         for name, low in (("horizon", 1), ("trajectories", 4), ("meta_batch", 1), ("iterations", 0), ("seed", 0),
                           ("checkpoint_every", 1), ("log_every", 1)):
-            value = getattr(self, name)
-            need(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low,
-                 f"{name} must be an int >= {low}, got {value!r}")
+            need(is_int(getattr(self, name), low), f"{name} must be an int >= {low}, got {getattr(self, name)!r}")
         for name in ("action_scale", "init_std", "inner_lr", "meta_lr", "gamma"):
-            need(number(getattr(self, name), 0), f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        need(number(self.gae_lambda, -1e-12) and self.gae_lambda <= 1 and self.gamma <= 1,
+            need(is_number(getattr(self, name)), f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
+        need(is_number(self.gae_lambda, strict=False) and self.gae_lambda <= 1 and self.gamma <= 1,
              f"gamma and gae_lambda must lie in (0, 1] and [0, 1], got {self.gamma!r} and {self.gae_lambda!r}")
         need(isinstance(self.cosine, bool), f"cosine must be True or False, got {self.cosine!r}")
         need(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        need(number(self.max_seconds, -1e-12), f"max_seconds must be a number >= 0, got {self.max_seconds!r}")
+        need(is_number(self.max_seconds, strict=False), f"max_seconds must be a number >= 0, got {self.max_seconds!r}")
         self.sizes = [int(s) for s in self.sizes]
         need(len(self.sizes) >= 2 and self.sizes[0] == 2 and self.sizes[-1] == 2 and min(self.sizes) >= 1,
              f"sizes must run from 2 (the position) to 2 (the velocity), got {self.sizes!r}")

@@ -36,7 +36,6 @@ query MSE is non-finite, stops the run with a message (``TrainingDiverged``); th
 import dataclasses
 import json
 import math
-import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from ..nn import MLP, mse
 from ..optim import Adam
 from ..tasks import Sinusoid
 from .checkpoint import CheckpointError
-from .train import GROWTH_LIMIT, ConfigError, TrainingDiverged, progress_bar, one_blas_thread
+from .train import GROWTH_LIMIT, ConfigError, TrainingDiverged, is_int, is_number, one_blas_thread, progress_bar
 
 LEARNERS = ("ftml", "ftml-ft", "ftl", "toe", "scratch")
 DEFAULT_OUT = os.path.join("runs", "online")
@@ -86,13 +85,6 @@ class OnlineConfig:
             if not ok:
                 raise ConfigError(f"invalid online config: {what}")
 
-        def is_int(value, low):
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
-
-        def is_positive(value):
-            return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-                    and value > 0)
-
         for name, low in (("num_tasks", 1), ("batch", 2), ("max_points", 2), ("query_points", 1), ("updates", 1),
                           ("finetune_updates", 1), ("meta_batch", 1), ("k_support", 1), ("k_query", 1), ("seed", 0),
                           ("checkpoint_every", 1)):
@@ -103,10 +95,10 @@ class OnlineConfig:
                                             f"n_max = {self.max_points}")
         need(self.max_points % self.batch == 0, f"max_points n_max = {self.max_points} must be a multiple of the "
                                                 f"batch size b = {self.batch}")
-        need(is_positive(self.threshold), f"threshold (γ, a query MSE) must be a finite number > 0, got "
+        need(is_number(self.threshold), f"threshold (γ, a query MSE) must be a finite number > 0, got "
                                           f"{self.threshold!r}")
         for name in ("inner_lr", "meta_lr", "finetune_lr"):
-            need(is_positive(getattr(self, name)), f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
+            need(is_number(getattr(self, name)), f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
         self.learners = tuple(self.learners) if isinstance(self.learners, (list, tuple)) else self.learners
         need(isinstance(self.learners, tuple) and self.learners and all(n in LEARNERS for n in self.learners)
              and len(set(self.learners)) == len(self.learners),

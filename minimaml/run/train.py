@@ -89,6 +89,18 @@ class DeviceUnavailable(RuntimeError):
     """``device="cuda"`` without CuPy or without a working GPU."""
 
 
+def is_int(value, low):
+    """An int (not a bool) >= low: how every run's config checks its integer fields."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def is_number(value, low=0.0, strict=True):
+    """A finite real number (not a bool) > low, or >= low when not ``strict``: the configs' rates and budgets."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return value > low if strict else value >= low
+
+
 @dataclass
 class TrainConfig:
     """One training run. Fields left None take the problem's defaults (``problems.py``): for
@@ -137,9 +149,6 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"invalid training config: {what}")
 
-        def is_int(value, low):
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
-
         need(self.task in PROBLEMS, f"unknown task {self.task!r}; choose one of {sorted(PROBLEMS)}")
         need(is_int(self.ways, 2), f"ways must be an int >= 2, got {self.ways!r}")
         spec = problem(self.task)
@@ -153,8 +162,7 @@ class TrainConfig:
         self.sizes = [int(s) for s in self.sizes]
         for name in ("inner_lr", "meta_lr"):
             value = getattr(self, name)
-            need(isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-                 and value > 0, f"{name} must be a finite number > 0, got {value!r}")
+            need(is_number(value), f"{name} must be a finite number > 0, got {value!r}")
         for name, low in (("steps", 0), ("test_steps", 0), ("meta_batch", 1), ("k_support", 1), ("k_query", 1),
                           ("checkpoint_every", 1), ("log_every", 1), ("iterations", 0), ("seed", 0),
                           ("val_every", 0), ("val_tasks", 1)):
@@ -164,16 +172,13 @@ class TrainConfig:
         need(self.method in METHODS, f"unknown method {self.method!r}; choose one of {METHODS}")
         need(self.model in MODELS, f"unknown model {self.model!r}; choose one of {MODELS}")
         need(self.algorithm in ALGORITHMS, f"unknown algorithm {self.algorithm!r}; choose one of {ALGORITHMS}")
-        need(isinstance(self.lam, numbers.Real) and not isinstance(self.lam, bool) and math.isfinite(self.lam)
-             and self.lam > 0, f"lam (λ) must be a finite number > 0, got {self.lam!r}")
+        need(is_number(self.lam), f"lam (λ) must be a finite number > 0, got {self.lam!r}")
         need(is_int(self.cg_steps, 1), f"cg_steps must be an int >= 1, got {self.cg_steps!r}")
-        need(isinstance(self.cg_tol, numbers.Real) and not isinstance(self.cg_tol, bool) and 0 < self.cg_tol < 1,
-             f"cg_tol must be a number in (0, 1), got {self.cg_tol!r}")
+        need(is_number(self.cg_tol) and self.cg_tol < 1, f"cg_tol must be a number in (0, 1), got {self.cg_tol!r}")
         for name in ("msl_iterations", "first_order_iterations"):
             need(is_int(getattr(self, name), 0), f"{name} must be an int >= 0, got {getattr(self, name)!r}")
         need(isinstance(self.cosine, bool), f"cosine must be True or False, got {self.cosine!r}")
-        need(isinstance(self.max_seconds, numbers.Real) and not isinstance(self.max_seconds, bool)
-             and 0 <= self.max_seconds < math.inf, f"max_seconds must be a number >= 0, got {self.max_seconds!r}")
+        need(is_number(self.max_seconds, strict=False), f"max_seconds must be a number >= 0, got {self.max_seconds!r}")
         need(self.algorithm == "maml" or (self.device == "cpu" and self.model == "maml"),
              f"algorithm {self.algorithm!r} runs on the CPU, for the model 'maml'")
         need(self.algorithm != "mamlpp" or self.steps >= 1, "MAML++ needs at least one inner step")
