@@ -171,6 +171,16 @@ def network(net, loss, lowrank=None):
     return found
 
 
+def row_scales(s, start, n, m):
+    """The step sizes s[start : start + n·m] of one layer's Ŵ (n × m) as one number per row: a number
+    when every row has the same, else the (n,) rows' numbers; None when a row's entries differ."""
+    block = s[start:start + n * m].reshape(n, m)
+    d = block[:, 0]
+    if not bool((block == d[:, None]).all()):
+        return None
+    return d if not bool((d == d[0]).all()) else float(d[0])
+
+
 def layer_pattern(net, s):
     """For (P,) step sizes s that are one number per row of each dense layer's Ŵ = [W; b] (ANIL's
     α·mask, MAML++'s per-tensor sizes), what each layer's scaling is: "zero", "same" (one number) or
@@ -178,11 +188,10 @@ def layer_pattern(net, s):
     (``TaskLosses.scale``); the pattern decides the buffers a call uses (``arena.py``)."""
     pattern = []
     for L in net.layers:
-        rows = s[L.w:L.b + L.fan_out].reshape(L.fan_in + 1, L.fan_out)
-        d = rows[:, 0]
-        if not bool((rows == d[:, None]).all()):
+        d = row_scales(s, L.w, L.fan_in + 1, L.fan_out)
+        if d is None:
             return None
-        pattern.append("rows" if not bool((d == d[0]).all()) else "zero" if d[0] == 0 else "same")
+        pattern.append("rows" if np.ndim(d) else "zero" if d == 0 else "same")
     return tuple(pattern)
 
 
@@ -208,6 +217,7 @@ class TaskLosses:
     def __init__(self, net, loss, ws, rank=0):
         self.net = network(net, loss, choose_lowrank(net, rank))
         self.ws = ws
+        self._splits = {}               # id -> (vector step size ``scale`` took, its split by layout)
 
     def start(self, theta):
         return self.net.start(theta)
@@ -249,21 +259,35 @@ class TaskLosses:
             return Vec(ws.mul(X.flat, s), {i: weights.scale(s, w, ws) for i, w in X.low.items()})
         if net.identity:
             return Vec(ws.mul(X.flat, s), {})
+        flat, rows = self._split_sizes(s)
         low = {}
         for i, w in X.low.items():
-            layer = net.layers[i]
-            rows = s[layer.start:layer.stop].reshape(layer.n, layer.m)
-            d = rows[:, 0]
-            if not bool((rows == d[:, None]).all()):
-                self._dense_only("a step size that varies along a row of a layer held as low rank")
-            if not bool((d == d[0]).all()):
+            d = rows[i]
+            if np.ndim(d):
                 low[i] = weights.scale_rows(d, w, ws)
-            elif d[0] == 0 and isinstance(w, weights.LowRank):       # see ``layer_pattern``: "zero"
+            elif d == 0 and isinstance(w, weights.LowRank):          # see ``layer_pattern``: "zero"
                 low[i] = weights.nothing(w)
             else:
-                low[i] = weights.scale(float(d[0]), w, ws)
-        flat = net.xp(s).concatenate([s[a:b] for a, b, _ in net.runs]) if net.runs else s[:0]
+                low[i] = weights.scale(d, w, ws)
         return Vec(ws.mul(X.flat, flat), low)
+
+    def _split_sizes(self, s):
+        """s (P,) as (its densely held entries in Vec.flat's layout, {low-rank layer: one number, or
+        one per row of its Ŵ}). The inner loop and the walk back pass the same arrays again: each
+        is split once (checked, and copied into the flat layout), not at every call."""
+        kept = self._splits.get(id(s))
+        if kept is not None and kept[0] is s:           # kept[0] holds s, so its id is not reused
+            return kept[1]
+        net, rows = self.net, {}
+        for i, layer in enumerate(net.layers):
+            if not getattr(layer, "lowrank", False):
+                continue
+            rows[i] = row_scales(s, layer.start, layer.n, layer.m)
+            if rows[i] is None:
+                self._dense_only("a step size that varies along a row of a layer held as low rank")
+        flat = net.xp(s).concatenate([s[a:b] for a, b, _ in net.runs]) if net.runs else s[:0]
+        self._splits[id(s)] = (s, (flat, rows))
+        return flat, rows
 
     def tensor_dots(self, X, Y, tensors):
         """For each θ range (start, stop) in ``tensors`` (``MLP.tensors()``'s), the mean over tasks of
